@@ -1,0 +1,361 @@
+"""The `cronlock` command: worker, run, jobs, history, migrate, check.
+
+Exit codes: 0 ok, 1 a job failed, 2 bad usage or configuration (one line on
+stderr saying what, where and how to fix it; nothing is written). ``-v`` adds the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from dotenv import load_dotenv
+
+from app import __version__
+from app.config import Settings
+from app.db import Database
+from app.embedded import start_embedded
+from app.errors import ConfigError, CronlockError, UnknownJob
+from app.history import RunRecord, last_runs, list_runs, recorded_job_names
+from app.lock import Skip, ensure_jobs
+from app.logs import configure_logging
+from app.migrations import current_revision, ensure_at_head, head_revision, upgrade_to_head
+from app.models import RunStatus, Trigger
+from app.registry import (
+    ConfiguredJob,
+    JobRegistry,
+    configure,
+    load_registry,
+    unknown_job_message,
+    unmatched_overrides,
+)
+from app.runner import RunOutcome, attempt_run
+from app.worker import Worker, default_worker_id, utc_now
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Deployment:
+    """What every command starts from: settings, the registry and its configuration."""
+
+    settings: Settings
+    registry: JobRegistry
+    jobs: list[ConfiguredJob]
+
+
+def _load_deployment(environ: dict[str, str] | None = None) -> Deployment:
+    settings = Settings.from_env(environ)
+    configure_logging(settings.log_level)
+    registry = load_registry(settings.jobs_module)
+    jobs = configure(registry, settings)
+    for variable in unmatched_overrides(registry, settings):
+        logger.warning(
+            "%s names no registered job; check its spelling",
+            variable,
+            extra={"event": "unmatched_job_variable", "variable": variable},
+        )
+    return Deployment(settings, registry, jobs)
+
+
+def open_database(settings: Settings, *, migrate_embedded: bool = True) -> Database:
+    """Connect to DATABASE_URL, or start the embedded server (migrated) when it is unset."""
+    if settings.database_url is not None:
+        database = Database(settings.database_url)
+        database.ping()
+        return database
+    database = Database(start_embedded(settings.data_dir))
+    if migrate_embedded:
+        before, after = upgrade_to_head(database)
+        if before != after:
+            logger.info(
+                "migrated the embedded database from %s to %s",
+                before or "empty",
+                after,
+                extra={"event": "schema_migrated"},
+            )
+    return database
+
+
+def _ready_database(settings: Settings) -> Database:
+    database = open_database(settings)
+    ensure_at_head(database)
+    return database
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Run the jobs on their schedules until SIGINT/SIGTERM (or once, with --once)."""
+    database = _ready_database(deployment.settings)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    worker = Worker(database, deployment.jobs, deployment.settings, stop_event=stop)
+    logger.info(
+        "worker %s started with %d jobs (%d enabled) on %s",
+        worker.worker_id,
+        len(worker.jobs),
+        len(worker.enabled),
+        database.display_url,
+        extra={"event": "worker_started", "worker_id": worker.worker_id},
+    )
+    report = worker.run_once() if args.once else worker.run_forever()
+    return EXIT_JOB_FAILED if report.failed else EXIT_OK
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            logger.warning("second %s: stopping now", name, extra={"event": "worker_interrupted"})
+            raise KeyboardInterrupt
+        logger.info(
+            "%s received: no new job will start; stopping after the current one",
+            name,
+            extra={"event": "worker_stopping"},
+        )
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Run one job now, through the same lock and pre-checks as the schedule."""
+    job = deployment.registry.get(args.job)
+    configured = next(j for j in deployment.jobs if j.name == job.name)
+    if not configured.enabled and not args.force:
+        raise ConfigError(
+            f"job {job.name!r} is disabled by its _ENABLED flag; "
+            "enable it, or pass --force to run it anyway"
+        )
+    database = _ready_database(deployment.settings)
+    ensure_jobs(database, [job.name])
+    result = attempt_run(
+        database,
+        job,
+        scheduled_for=utc_now(),
+        trigger=Trigger.MANUAL,
+        settings=deployment.settings,
+        worker_id=default_worker_id(),
+        wait_for_lock=True,
+    )
+    if isinstance(result, RunOutcome):
+        detail = f": {result.error}" if result.error else ""
+        print(
+            f"run {result.run_id} of {job.name}: {result.status} "
+            f"in {result.duration_ms:.0f} ms{detail}"
+        )
+        return EXIT_JOB_FAILED if result.status == RunStatus.FAILURE else EXIT_OK
+    reason = result.reason if isinstance(result, Skip) else "another worker holds its lock"
+    print(f"{job.name} skipped: {reason}")
+    return EXIT_OK
+
+
+def _fmt_time(moment: datetime | None, settings: Settings) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(settings.cron_tz).isoformat(sep=" ", timespec="seconds")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip()
+        for line in lines
+    )
+
+
+def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
+    """List each job: schedule, enabled, next instant, last run."""
+    settings = deployment.settings
+    database = _ready_database(settings)
+    latest = last_runs(database, [j.name for j in deployment.jobs])
+    now = utc_now()
+    rows = []
+    for configured in deployment.jobs:
+        last = latest.get(configured.name)
+        rows.append(
+            [
+                configured.name,
+                configured.schedule.expression,
+                "yes" if configured.enabled else "no",
+                _fmt_time(configured.schedule.next_after(now), settings)
+                if configured.enabled
+                else "-",
+                f"{last.status} {_fmt_time(last.started_at, settings)}" if last else "never",
+            ]
+        )
+    print(_table(["JOB", "SCHEDULE", "ENABLED", "NEXT", "LAST RUN"], rows))
+    return EXIT_OK
+
+
+def _record_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job": run.job_name,
+        "status": run.status,
+        "scheduled_for": run.scheduled_for.isoformat(),
+        "trigger": run.trigger,
+        "attempt": run.attempt,
+        "started_at": run.started_at.isoformat(),
+        "completed_at": run.completed_at.isoformat() if run.completed_at else None,
+        "duration_s": run.duration_s,
+        "worker_id": run.worker_id,
+        "error_message": run.error_message,
+        "result": run.result,
+    }
+
+
+def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Show recent runs, newest first."""
+    settings = deployment.settings
+    database = _ready_database(settings)
+    if args.job is not None and args.job not in deployment.registry:
+        known = recorded_job_names(database)
+        if args.job not in known:
+            raise UnknownJob(unknown_job_message(args.job, deployment.registry.names))
+    runs = list_runs(database, job_name=args.job, status=args.status, limit=args.limit)
+    if args.json:
+        print(json.dumps([_record_json(r) for r in runs], indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            str(r.id),
+            r.job_name,
+            r.status,
+            _fmt_time(r.scheduled_for, settings),
+            r.trigger,
+            f"{r.duration_s:.3f}s" if r.duration_s is not None else "-",
+            r.worker_id,
+            (r.error_message or (json.dumps(r.result) if r.result else ""))[:80],
+        ]
+        for r in runs
+    ]
+    headers = ["ID", "JOB", "STATUS", "SCHEDULED FOR", "TRIGGER", "TOOK", "WORKER", "DETAIL"]
+    print(_table(headers, rows) if rows else "no runs recorded")
+    return EXIT_OK
+
+
+def cmd_migrate(_args: argparse.Namespace, deployment: Deployment) -> int:
+    """Upgrade the schema to the latest revision."""
+    database = open_database(deployment.settings, migrate_embedded=False)
+    before, after = upgrade_to_head(database)
+    if before == after:
+        print(f"schema already at {after} on {database.display_url}")
+    else:
+        print(f"schema upgraded from {before or 'empty'} to {after} on {database.display_url}")
+    return EXIT_OK
+
+
+def cmd_check(_args: argparse.Namespace, deployment: Deployment) -> int:
+    """Configuration, registry, database and schema; exit 2 when any is wrong."""
+    settings = deployment.settings
+    enabled = sum(j.enabled for j in deployment.jobs)
+    print(
+        f"ok    configuration (CRON_TZ={settings.cron_tz.key}, JOBS_MODULE={settings.jobs_module})"
+    )
+    print(f"ok    registry: {len(deployment.jobs)} jobs, {enabled} enabled, schedules valid")
+    database = open_database(settings, migrate_embedded=False)
+    print(f"ok    database reachable at {database.display_url}")
+    current, head = current_revision(database), head_revision()
+    if current != head:
+        ensure_at_head(database)
+    print(f"ok    schema at head ({head})")
+    return EXIT_OK
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive whole number")
+    return value
+
+
+def _status(raw: str) -> str:
+    value = raw.upper()
+    if value not in RunStatus.__members__:
+        choices = ", ".join(RunStatus.__members__)
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a status; use one of {choices}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="cronlock",
+        description="Run scheduled jobs once per instant across replicas, locked in PostgreSQL.",
+    )
+    parser.add_argument("--version", action="version", version=f"cronlock {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run the jobs on their schedules")
+    worker.add_argument(
+        "--once", action="store_true", help="settle the jobs due now, then exit (timers, CronJobs)"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    run = commands.add_parser("run", help="run one job now, through the lock")
+    run.add_argument("job", metavar="JOB")
+    run.add_argument("--force", action="store_true", help="run even if the job is disabled")
+    run.set_defaults(handler=cmd_run)
+
+    commands.add_parser("jobs", help="list jobs, next instants and last runs").set_defaults(
+        handler=cmd_jobs
+    )
+
+    history = commands.add_parser("history", help="show recent runs, newest first")
+    history.add_argument("job", metavar="JOB", nargs="?")
+    history.add_argument("--status", type=_status, help="RUNNING, SUCCESS or FAILURE")
+    history.add_argument("--limit", type=_positive, default=20, help="how many runs (20)")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.set_defaults(handler=cmd_history)
+
+    commands.add_parser("migrate", help="upgrade the schema to the latest revision").set_defaults(
+        handler=cmd_migrate
+    )
+    commands.add_parser(
+        "check", help="check configuration, registry, database and schema"
+    ).set_defaults(handler=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run the command, and map errors to exit codes."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace, Deployment], int] = args.handler
+    load_dotenv(Path.cwd() / ".env", override=False)
+    try:
+        return handler(args, _load_deployment())
+    except CronlockError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"cronlock {args.command}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"cronlock {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

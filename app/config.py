@@ -1,0 +1,142 @@
+"""Settings.from_env: the one place that reads cronlock's environment variables.
+
+Everything else receives a ``Settings``; tests build one from a plain dict, so no
+test has to patch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from app.errors import ConfigError
+
+DEFAULT_SCHEDULE = "0 0 * * *"
+DEFAULT_STALE_THRESHOLD_S = 3600
+DEFAULT_RETENTION_DAYS = 30
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_DRIVER = "postgresql+psycopg"
+
+
+def env_prefix(job_name: str) -> str:
+    """Return the per-job variable prefix: `sync-invoices` -> `SYNC_INVOICES`."""
+    return job_name.upper().replace("-", "_")
+
+
+def parse_bool(variable: str, raw: str) -> bool:
+    """Parse a boolean variable, naming it in the error when it is not one."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(
+        f"{variable}={raw!r} is not a boolean; use true or false (also 1/0, yes/no, on/off)"
+    )
+
+
+def _positive_int(environ: Mapping[str, str], variable: str, default: int) -> int:
+    raw = environ.get(variable)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{variable}={raw!r} is not a positive whole number; e.g. {default}")
+    return value
+
+
+def normalize_database_url(raw: str, *, variable: str = "DATABASE_URL") -> str:
+    """Return the URL with the psycopg 3 driver; accept plain `postgresql://` and `postgres://`."""
+    try:
+        url: URL = make_url(raw.strip())
+    except ArgumentError:
+        raise ConfigError(
+            f"{variable} is not a database URL; expected postgresql://user:password@host:5432/db"
+        ) from None
+    if url.drivername in ("postgresql", "postgres", _DRIVER):
+        return url.set(drivername=_DRIVER).render_as_string(hide_password=False)
+    raise ConfigError(
+        f"{variable} uses {url.drivername!r}; cronlock needs PostgreSQL: "
+        "postgresql://user:password@host:5432/db"
+    )
+
+
+def _zone(environ: Mapping[str, str]) -> ZoneInfo:
+    raw = environ.get("CRON_TZ", "").strip() or "UTC"
+    try:
+        return ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"CRON_TZ={raw!r} is not a known time zone; "
+            "use an IANA name such as UTC or Europe/Paris"
+        ) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything cronlock reads from its environment, validated once at startup."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".cronlock")
+    jobs_module: str = "instrumentation"
+    default_schedule: str = DEFAULT_SCHEDULE
+    cron_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    stale_threshold_s: int = DEFAULT_STALE_THRESHOLD_S
+    history_retention_days: int = DEFAULT_RETENTION_DAYS
+    log_level: str = "INFO"
+    job_overrides: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the settings; raise ConfigError naming the bad variable."""
+        env = os.environ if environ is None else environ
+        raw_url = env.get("DATABASE_URL", "").strip()
+        level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(
+                f"LOG_LEVEL={level!r} is not a level; use DEBUG, INFO, WARNING or ERROR"
+            )
+        return cls(
+            database_url=normalize_database_url(raw_url) if raw_url else None,
+            data_dir=Path(env.get("CRONLOCK_DATA_DIR", "").strip() or ".cronlock"),
+            jobs_module=env.get("JOBS_MODULE", "").strip() or "instrumentation",
+            default_schedule=env.get("CRON_SCHEDULE", "").strip() or DEFAULT_SCHEDULE,
+            cron_tz=_zone(env),
+            stale_threshold_s=_positive_int(
+                env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S
+            ),
+            history_retention_days=_positive_int(
+                env, "JOB_HISTORY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS
+            ),
+            log_level=level,
+            job_overrides={
+                key: value
+                for key, value in env.items()
+                if key.endswith(("_ENABLED", "_SCHEDULE")) and key != "CRON_SCHEDULE"
+            },
+        )
+
+    def job_enabled(self, job_name: str) -> bool:
+        """Return the job's `<NAME>_ENABLED` flag (default true)."""
+        variable = f"{env_prefix(job_name)}_ENABLED"
+        raw = self.job_overrides.get(variable)
+        if raw is None or raw.strip() == "":
+            return True
+        return parse_bool(variable, raw)
+
+    def job_schedule_override(self, job_name: str) -> tuple[str, str] | None:
+        """Return `(variable, schedule)` when `<NAME>_SCHEDULE` is set for the job."""
+        variable = f"{env_prefix(job_name)}_SCHEDULE"
+        raw = self.job_overrides.get(variable, "").strip()
+        return (variable, raw) if raw else None

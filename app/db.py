@@ -1,0 +1,99 @@
+"""Engine and session factories, and the one place driver errors become ours.
+
+The worker holds at most one connection at a time and does not ping the pool,
+so an idle worker sends nothing to the database between ticks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import DatabaseError, DatabaseUnavailable
+
+CONNECT_TIMEOUT_S = 5
+
+
+def redact(url: str) -> str:
+    """Render a database URL for logs and messages, password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+class Database:
+    """A connection pool to cronlock's database, with error translation."""
+
+    def __init__(self, url: str, *, application_name: str = "cronlock") -> None:
+        self.url = url
+        self.engine: Engine = create_engine(
+            url,
+            pool_size=2,
+            max_overflow=4,
+            pool_pre_ping=False,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "application_name": application_name,
+            },
+        )
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password hidden."""
+        return redact(self.url)
+
+    @contextmanager
+    def translated_errors(self) -> Iterator[None]:
+        """Turn driver errors into DatabaseError/DatabaseUnavailable, keeping the cause."""
+        try:
+            yield
+        except (OperationalError, InterfaceError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {self.display_url}: {_first_line(exc)}; "
+                "check DATABASE_URL and that the server is running"
+            ) from exc
+        except IntegrityError:
+            # An invariant refused a write: the lock layer decides what that means.
+            raise
+        except DBAPIError as exc:
+            raise DatabaseError(
+                f"database error at {self.display_url}: {_first_line(exc)}"
+            ) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on any exception."""
+        with self.translated_errors(), self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection whose every statement commits on its own: one round trip each."""
+        with (
+            self.translated_errors(),
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        ):
+            yield conn
+
+    def session(self) -> Session:
+        """A new session for code that manages its own transactions (job bodies)."""
+        return self._sessions()
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        with self.autocommit() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

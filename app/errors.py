@@ -1,0 +1,62 @@
+"""The errors cronlock raises, one root so callers can catch them all.
+
+    CronlockError
+    ├── ConfigError            an environment variable or option is wrong (exit 2)
+    │   ├── InvalidSchedule    a schedule that is neither cron nor an interval
+    │   ├── InvalidJob         a job definition breaks a rule (name, run_after, ...)
+    │   ├── UnknownJob         a job name that is not registered
+    │   └── JobsModuleError    the module that registers jobs cannot be loaded
+    └── DatabaseError          anything the database layer could not do
+        ├── DatabaseUnavailable   cannot connect, or the connection was lost
+        └── SchemaNotAtHead       the schema needs `cronlock migrate`
+
+Losing a lock race is not an error: a claim returns ``None`` instead. Every
+message says what was wrong, where, and how to fix it, because the CLI prints it
+as the one line an operator sees.
+"""
+
+from __future__ import annotations
+
+
+class CronlockError(Exception):
+    """cronlock could not do what was asked."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.__doc__ or type(self).__name__)
+
+    @property
+    def message(self) -> str:
+        """The one-line explanation shown to the operator."""
+        return str(self.args[0])
+
+
+class ConfigError(CronlockError):
+    """The configuration is invalid; fix the environment or the command line."""
+
+
+class InvalidSchedule(ConfigError):  # noqa: N818 - the name reads as the condition it reports
+    """A schedule is neither a 5/6-field cron expression nor an `every <n><unit>` interval."""
+
+
+class InvalidJob(ConfigError):  # noqa: N818
+    """A job definition breaks a registry rule."""
+
+
+class UnknownJob(ConfigError):  # noqa: N818
+    """No job of that name is registered."""
+
+
+class JobsModuleError(ConfigError):
+    """The module that registers jobs (JOBS_MODULE) could not be loaded."""
+
+
+class DatabaseError(CronlockError):
+    """The database could not do what was asked."""
+
+
+class DatabaseUnavailable(DatabaseError):  # noqa: N818
+    """The database cannot be reached; check DATABASE_URL and that the server is up."""
+
+
+class SchemaNotAtHead(DatabaseError):  # noqa: N818
+    """The database schema is not at the latest revision; run `cronlock migrate`."""

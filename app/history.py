@@ -1,0 +1,120 @@
+"""Reading and pruning run history: the SQL behind `cronlock jobs`, `history` and the prune job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, select, true
+
+from app.db import Database
+from app.models import JobExecution, JobRow, RunStatus
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of job_execution, as the CLI shows it."""
+
+    id: int
+    job_name: str
+    status: str
+    scheduled_for: datetime
+    trigger: str
+    attempt: int
+    started_at: datetime
+    completed_at: datetime | None
+    worker_id: str
+    error_message: str | None
+    result: dict[str, Any] | None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Wall time from start to outcome, None while running."""
+        if self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+
+_COLUMNS = [getattr(JobExecution, name) for name in RunRecord.__dataclass_fields__]
+
+
+def last_runs(database: Database, names: Sequence[str]) -> dict[str, RunRecord]:
+    """The most recent run of each named job (one index probe per job)."""
+    latest = (
+        select(*_COLUMNS)
+        .where(JobExecution.job_name == JobRow.name)
+        .order_by(JobExecution.scheduled_for.desc(), JobExecution.id.desc())
+        .limit(1)
+        .lateral()
+    )
+    query = (
+        select(*[getattr(latest.c, name) for name in RunRecord.__dataclass_fields__])
+        .select_from(JobRow)
+        .join(latest, true())
+        .where(JobRow.name.in_(list(names)))
+    )
+    with database.transaction() as session:
+        return {row.job_name: RunRecord(*row) for row in session.execute(query)}
+
+
+def list_runs(
+    database: Database,
+    *,
+    job_name: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+) -> list[RunRecord]:
+    """The newest runs first, optionally for one job and one status."""
+    query = select(*_COLUMNS).order_by(JobExecution.id.desc()).limit(limit)
+    if job_name is not None:
+        query = query.where(JobExecution.job_name == job_name)
+    if status is not None:
+        query = query.where(JobExecution.status == status)
+    with database.transaction() as session:
+        return [RunRecord(*row) for row in session.execute(query)]
+
+
+def recorded_job_names(database: Database) -> list[str]:
+    """Every job name that has a lock row, registered now or in the past."""
+    with database.transaction() as session:
+        return list(session.scalars(select(JobRow.name).order_by(JobRow.name)))
+
+
+def prune_runs(database: Database, *, older_than: timedelta, batch_size: int = 1000) -> int:
+    """Delete finished runs started before now() - `older_than`, in batches; return the count.
+
+    Never deletes a RUNNING run, nor the latest run of a job, which the built-in
+    pre-check needs to know its last instant was handled.
+    """
+    newest_per_job = (
+        select(JobExecution.id)
+        .where(JobExecution.job_name == JobRow.name)
+        .order_by(JobExecution.scheduled_for.desc(), JobExecution.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    with database.transaction() as session:
+        keep = [
+            i for i in session.scalars(select(newest_per_job).select_from(JobRow)) if i is not None
+        ]
+    batch = (
+        select(JobExecution.id)
+        .where(
+            JobExecution.started_at < func.now() - older_than,
+            JobExecution.status != RunStatus.RUNNING,
+            JobExecution.id.not_in(keep),
+        )
+        .order_by(JobExecution.started_at)
+        .limit(batch_size)
+        .scalar_subquery()
+    )
+    deleted = 0
+    while True:
+        with database.transaction() as session:
+            result = session.execute(delete(JobExecution).where(JobExecution.id.in_(batch)))
+            count = cast(CursorResult[Any], result).rowcount
+        deleted += count
+        if count < batch_size:
+            return deleted

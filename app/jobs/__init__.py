@@ -1,0 +1,1 @@
+"""The jobs cronlock ships, one per module; `instrumentation.py` decides which run."""

@@ -1,0 +1,67 @@
+"""Schema revisions through Alembic, driven from code so the CLI needs no alembic.ini lookup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+from app.db import Database
+from app.errors import SchemaNotAtHead
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Serialises `cronlock migrate` run by several replicas at once.
+_MIGRATION_LOCK_KEY = 0x63726F6E6C6F636B  # "cronlock"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at this project's revisions, bound to `connection`."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision the code expects."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("the alembic/ folder holds no revision")
+    return head
+
+
+def current_revision(database: Database) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    with database.translated_errors(), database.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_to_head(database: Database) -> tuple[str | None, str]:
+    """Upgrade to the latest revision; return (before, after)."""
+    with database.translated_errors(), database.engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        before = MigrationContext.configure(conn).get_current_revision()
+        command.upgrade(alembic_config(conn), "head")
+        return before, head_revision()
+
+
+def downgrade(database: Database, revision: str) -> None:
+    """Downgrade to `revision` (`base` empties the schema)."""
+    with database.translated_errors(), database.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+
+
+def ensure_at_head(database: Database) -> None:
+    """Raise SchemaNotAtHead unless the database is at the latest revision."""
+    current, head = current_revision(database), head_revision()
+    if current != head:
+        found = f"revision {current}" if current else "no cronlock schema"
+        raise SchemaNotAtHead(
+            f"the database at {database.display_url} has {found}, the code needs {head}; "
+            "run `cronlock migrate`"
+        )

@@ -1,0 +1,118 @@
+"""The tables, as typed SQLAlchemy models; only Alembic revisions change the schema.
+
+``job`` holds one row per registered job. It exists so that the claim always has a
+row to lock: ``SELECT ... FOR UPDATE`` on a run that does not exist yet locks
+nothing, which is how two workers both start the same job.
+
+``job_execution`` holds one row per run. Partial unique indexes make the two
+promises of the lock hold even if the code had a bug: at most one RUNNING run per
+job, and at most one SUCCESS per (job, scheduled instant).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class RunStatus(StrEnum):
+    """Where a run stands. Stored as text, so adding a status needs no enum migration."""
+
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+
+
+class Trigger(StrEnum):
+    """Why a run started."""
+
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names Alembic can reproduce."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class JobRow(Base):
+    """One row per job name: the row every claim locks."""
+
+    __tablename__ = "job"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class JobExecution(Base):
+    """One run of a job for one scheduled instant."""
+
+    __tablename__ = "job_execution"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('RUNNING', 'SUCCESS', 'FAILURE')",
+            name="status",
+        ),
+        CheckConstraint("trigger IN ('schedule', 'manual')", name="trigger"),
+        CheckConstraint("attempt >= 1", name="attempt_positive"),
+        CheckConstraint(
+            "(status = 'RUNNING') = (completed_at IS NULL)",
+            name="completed_iff_terminal",
+        ),
+        Index(
+            "uq_job_execution_one_running_per_job",
+            "job_name",
+            unique=True,
+            postgresql_where=text("status = 'RUNNING'"),
+        ),
+        Index(
+            "uq_job_execution_one_success_per_instant",
+            "job_name",
+            "scheduled_for",
+            unique=True,
+            postgresql_where=text("status = 'SUCCESS'"),
+        ),
+        Index("ix_job_execution_job_name_scheduled_for", "job_name", "scheduled_for"),
+        Index("ix_job_execution_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    job_name: Mapped[str] = mapped_column(Text, ForeignKey("job.name", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(Text)
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    trigger: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    heartbeat_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_id: Mapped[str] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

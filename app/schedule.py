@@ -1,0 +1,147 @@
+"""When jobs fire: pure functions over croniter and interval arithmetic, no I/O.
+
+Every instant is an aware UTC datetime, the key a run is recorded under. Cron
+expressions are read in one time zone (``CRON_TZ``); intervals are counted from
+the Unix epoch so that every replica computes the same instants.
+
+Daylight-saving rule (as classic cron): a job whose hour field is fixed
+(``30 2 * * *``) runs once when the clock falls back, at the first of the two
+wall-clock times, and at the first valid time when the clock springs forward;
+a job whose hour field is a wildcard (``*/15 * * * *``, ``0 */2 * * *``) runs at
+every real instant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from app.errors import InvalidSchedule
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INTERVAL = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_HELP = (
+    "use 5-field cron ('*/5 * * * *'), 6-field cron with leading seconds "
+    "('*/10 * * * * *'), a macro ('@hourly') or an interval ('every 30s', 'every 5m')"
+)
+
+
+class Schedule(Protocol):
+    """The instants a job fires at."""
+
+    @property
+    def expression(self) -> str:
+        """The schedule as written (macros expanded)."""
+        ...
+
+    def next_after(self, moment: datetime) -> datetime:
+        """Return the first instant strictly after `moment`."""
+        ...
+
+    def latest_at_or_before(self, moment: datetime) -> datetime:
+        """Return the last instant at or before `moment`."""
+        ...
+
+
+@dataclass(frozen=True)
+class IntervalSchedule:
+    """Every `period_s` seconds, counted from the Unix epoch."""
+
+    expression: str
+    period_s: int
+
+    def next_after(self, moment: datetime) -> datetime:
+        """Return the first multiple of the period strictly after `moment`."""
+        return self.latest_at_or_before(moment) + timedelta(seconds=self.period_s)
+
+    def latest_at_or_before(self, moment: datetime) -> datetime:
+        """Return the last multiple of the period at or before `moment`."""
+        elapsed = moment - _EPOCH
+        whole = int(elapsed.total_seconds() // self.period_s) * self.period_s
+        return _EPOCH + timedelta(seconds=whole)
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    """A cron expression read in one time zone."""
+
+    expression: str
+    zone: ZoneInfo
+    has_seconds: bool
+    fixed_hour: bool
+
+    def next_after(self, moment: datetime) -> datetime:
+        """Return the first instant strictly after `moment`."""
+        cron = self._iterator(moment)
+        while True:
+            candidate = _as_utc(cron.get_next(datetime))
+            if not self._repeated_wall_time(candidate):
+                return candidate
+
+    def latest_at_or_before(self, moment: datetime) -> datetime:
+        """Return the last instant at or before `moment`."""
+        following = self.next_after(moment - timedelta(microseconds=1))
+        if following <= moment:
+            return following
+        cron = self._iterator(moment)
+        while True:
+            candidate = _as_utc(cron.get_prev(datetime))
+            if not self._repeated_wall_time(candidate):
+                return candidate
+
+    def _iterator(self, moment: datetime) -> croniter:
+        return croniter(
+            self.expression,
+            moment.astimezone(self.zone),
+            second_at_beginning=self.has_seconds,
+        )
+
+    def _repeated_wall_time(self, instant: datetime) -> bool:
+        """True for the second pass through a fall-back hour, which fixed-hour jobs skip."""
+        if not self.fixed_hour:
+            return False
+        local = instant.astimezone(self.zone)
+        return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
+    """Parse a schedule; `source` names where it came from for the error message."""
+    text = " ".join(expression.split())
+    interval = _INTERVAL.match(text)
+    if interval:
+        count, unit = int(interval.group(1)), interval.group(2).lower()
+        if count <= 0:
+            raise InvalidSchedule(f"{source}: {expression!r} has a zero interval; {_HELP}")
+        return IntervalSchedule(expression=text, period_s=count * _UNIT_S[unit])
+    fields = _MACROS.get(text.lower(), text).split(" ")
+    cron_text = " ".join(fields)
+    if len(fields) not in (5, 6) or not croniter.is_valid(
+        cron_text, second_at_beginning=len(fields) == 6
+    ):
+        raise InvalidSchedule(f"{source}: {expression!r} is not a valid schedule; {_HELP}")
+    hour_field = fields[2] if len(fields) == 6 else fields[1]
+    return CronSchedule(
+        expression=cron_text,
+        zone=zone,
+        has_seconds=len(fields) == 6,
+        fixed_hour=not hour_field.startswith("*"),
+    )

@@ -1,0 +1,51 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from app.db import Database
+from app.lock import ClaimResult, claim_run, ensure_jobs
+
+INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def claim(database: Database, job_name: str = "a", **options: Any) -> ClaimResult:
+    """Claim `job_name` for INSTANT (or `scheduled_for`) with test defaults."""
+    ensure_jobs(database, [job_name])
+    defaults: dict[str, Any] = {
+        "scheduled_for": INSTANT,
+        "trigger": "schedule",
+        "worker_id": "test:1",
+        "stale_after_s": 3600,
+    }
+    return claim_run(database, job_name=job_name, **{**defaults, **options})
+
+
+def rows(database: Database, where: str = "true") -> list[Any]:
+    """Every run, oldest first."""
+    with database.transaction() as session:
+        return list(
+            session.execute(
+                text(
+                    "SELECT id, job_name, status, scheduled_for, trigger, worker_id, "
+                    "error_message, result, started_at, completed_at "
+                    f"FROM job_execution WHERE {where} ORDER BY id"
+                )
+            )
+        )
+
+
+def age_run(database: Database, run_id: int, seconds: int) -> None:
+    """Pretend a run started (and last beat) `seconds` ago, by the database clock."""
+    with database.transaction() as session:
+        session.execute(
+            text(
+                "UPDATE job_execution SET started_at = now() - make_interval(secs => :s), "
+                "heartbeat_at = now() - make_interval(secs => :s) WHERE id = :id"
+            ),
+            {"s": seconds, "id": run_id},
+        )

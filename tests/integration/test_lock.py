@@ -1,0 +1,182 @@
+"""The claim, its built-in pre-check, takeover of stale runs, and fencing of late finishes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from app.db import Database
+from app.lock import Claim, PreCheckFailed, Skip, Wait, finish_run
+from app.models import RunStatus
+from tests.integration.helpers import INSTANT, age_run, claim, rows
+
+
+def test_claim_inserts_a_running_row(database: Database):
+    result = claim(database, worker_id="host:42")
+    assert isinstance(result, Claim)
+    [row] = rows(database)
+    assert (row.id, row.status, row.scheduled_for, row.worker_id) == (
+        result.run_id,
+        "RUNNING",
+        INSTANT,
+        "host:42",
+    )
+
+
+def test_finish_records_success_with_result(database: Database):
+    result = claim(database)
+    assert isinstance(result, Claim)
+    assert finish_run(database, result, RunStatus.SUCCESS, result={"processed": 10})
+    [row] = rows(database)
+    assert row.status == "SUCCESS"
+    assert row.result == {"processed": 10}
+    assert row.completed_at is not None
+
+
+def test_fresh_running_run_blocks_another_claim(database: Database):
+    first = claim(database)
+    assert isinstance(first, Claim)
+    second = claim(database, scheduled_for=INSTANT + timedelta(minutes=1))
+    assert isinstance(second, Skip)
+    assert f"previous run {first.run_id}" in second.reason
+    same = claim(database)
+    assert isinstance(same, Skip)
+    assert "already running" in same.reason
+    assert len(rows(database)) == 1
+
+
+def test_a_handled_instant_is_not_run_again(database: Database):
+    first = claim(database)
+    assert isinstance(first, Claim)
+    finish_run(database, first, RunStatus.SUCCESS)
+    again = claim(database)
+    assert isinstance(again, Skip)
+    assert f"already has run {first.run_id} (SUCCESS)" in again.reason
+    following = claim(database, scheduled_for=INSTANT + timedelta(minutes=1))
+    assert isinstance(following, Claim)
+
+
+def test_stale_running_run_is_marked_failure_and_taken_over(database: Database):
+    stale = claim(database, worker_id="dead:1")
+    assert isinstance(stale, Claim)
+    age_run(database, stale.run_id, 3601)
+    fresh = claim(database, scheduled_for=INSTANT + timedelta(minutes=1), worker_id="live:2")
+    assert isinstance(fresh, Claim)
+    old, new = rows(database)
+    assert old.status == "FAILURE"
+    assert old.error_message.startswith("abandoned: no heartbeat since")
+    assert "dead:1" in old.error_message
+    assert "live:2" in old.error_message
+    assert (new.status, new.worker_id) == ("RUNNING", "live:2")
+
+
+def test_staleness_uses_the_threshold(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    age_run(database, run.run_id, 30)
+    assert isinstance(
+        claim(database, scheduled_for=INSTANT + timedelta(minutes=1), stale_after_s=60), Skip
+    )
+    assert isinstance(
+        claim(database, scheduled_for=INSTANT + timedelta(minutes=1), stale_after_s=20), Claim
+    )
+
+
+def test_late_finish_after_takeover_is_fenced(database: Database, caplog: pytest.LogCaptureFixture):
+    slow = claim(database)
+    assert isinstance(slow, Claim)
+    age_run(database, slow.run_id, 7200)
+    assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
+    assert finish_run(database, slow, RunStatus.SUCCESS) is False
+    assert rows(database)[0].status == "FAILURE"
+    assert any(r.levelname == "ERROR" and "taken over" in r.message for r in caplog.records)
+
+
+def test_pre_check_reason_skips_without_writing(database: Database):
+    seen = []
+
+    def pre_check(session):
+        seen.append(session.execute(text("SELECT count(*) FROM job_execution")).scalar())
+        return "already done for this period"
+
+    result = claim(database, pre_check=pre_check)
+    assert result == Skip("already done for this period")
+    assert seen == [0]
+    assert rows(database) == []
+
+
+def test_pre_check_that_raises_records_a_failure(database: Database):
+    def pre_check(session):
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    result = claim(database, pre_check=pre_check)
+    assert isinstance(result, PreCheckFailed)
+    [row] = rows(database)
+    assert row.status == "FAILURE"
+    assert "pre-check raised ProgrammingError" in row.error_message
+
+
+def test_skip_locked_returns_none_while_another_claim_holds_the_row(database: Database):
+    claim(database, job_name="a", pre_check=lambda s: "warm-up")
+    with database.transaction() as session:
+        session.execute(text("SELECT * FROM job WHERE name = 'a' FOR UPDATE"))
+        assert claim(database) is None
+    assert isinstance(claim(database), Claim)
+
+
+def test_run_after_waits_for_upstream_and_skips_on_its_failure(database: Database):
+    assert isinstance(claim(database, job_name="down", run_after=["up"]), Wait)
+    up = claim(database, job_name="up")
+    assert isinstance(up, Claim)
+    assert isinstance(claim(database, job_name="down", run_after=["up"]), Wait)
+    finish_run(database, up, RunStatus.FAILURE, error="provider down")
+    skipped = claim(database, job_name="down", run_after=["up"])
+    assert isinstance(skipped, Skip)
+    assert "upstream up ended FAILURE: provider down" in skipped.reason
+
+    later = INSTANT + timedelta(minutes=1)
+    up2 = claim(database, job_name="up", scheduled_for=later)
+    assert isinstance(up2, Claim)
+    finish_run(database, up2, RunStatus.SUCCESS)
+    assert isinstance(
+        claim(database, job_name="down", run_after=["up"], scheduled_for=later), Claim
+    )
+
+
+def test_invariants_refuse_a_second_running_run_and_a_second_success(database: Database):
+    insert = (
+        "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, worker_id, "
+        "completed_at) VALUES ('a', :status, :at, 'schedule', 'x', "
+        "CASE WHEN :status = 'RUNNING' THEN NULL ELSE now() END)"
+    )
+    claim(database, pre_check=lambda s: "create the job row only")
+    with database.transaction() as session:
+        session.execute(text(insert), {"status": "RUNNING", "at": INSTANT})
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(text(insert), {"status": "RUNNING", "at": INSTANT + timedelta(minutes=1)})
+    with database.transaction() as session:
+        session.execute(text(insert), {"status": "SUCCESS", "at": INSTANT + timedelta(minutes=2)})
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(text(insert), {"status": "SUCCESS", "at": INSTANT + timedelta(minutes=2)})
+
+
+def test_a_second_success_for_an_instant_is_recorded_as_failure(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    with database.transaction() as session:  # a writer that bypassed the lock
+        session.execute(
+            text(
+                "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, worker_id, "
+                "completed_at) VALUES ('a', 'SUCCESS', :at, 'manual', 'rogue', now())"
+            ),
+            {"at": INSTANT},
+        )
+    assert finish_run(database, run, RunStatus.SUCCESS) is False
+    mine = rows(database, f"id = {run.run_id}")[0]
+    assert (mine.status, mine.error_message) == (
+        "FAILURE",
+        "duplicate: this instant already has a SUCCESS run",
+    )

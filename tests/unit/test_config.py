@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings, env_prefix, normalize_database_url, parse_bool
+from app.errors import ConfigError
+
+
+def test_defaults():
+    settings = Settings.from_env({})
+    assert settings.database_url is None
+    assert settings.data_dir == Path(".cronlock")
+    assert settings.jobs_module == "instrumentation"
+    assert settings.default_schedule == "0 0 * * *"
+    assert settings.cron_tz.key == "UTC"
+    assert settings.stale_threshold_s == 3600
+    assert settings.history_retention_days == 30
+
+
+def test_env_prefix_upper_cases_and_swaps_dashes():
+    assert env_prefix("sync-invoices") == "SYNC_INVOICES"
+
+
+@pytest.mark.parametrize(("raw", "value"), [("true", True), ("FALSE", False), (" 1 ", True)])
+def test_parse_bool(raw: str, value: bool):
+    assert parse_bool("X_ENABLED", raw) is value
+
+
+def test_job_enabled_flag_defaults_true_and_reads_the_variable():
+    settings = Settings.from_env({"SYNC_INVOICES_ENABLED": "false"})
+    assert settings.job_enabled("sync-invoices") is False
+    assert settings.job_enabled("prune-job-history") is True
+
+
+def test_bad_boolean_names_variable_and_value():
+    settings = Settings.from_env({"SYNC_INVOICES_ENABLED": "maybe"})
+    with pytest.raises(ConfigError, match=r"SYNC_INVOICES_ENABLED='maybe' is not a boolean"):
+        settings.job_enabled("sync-invoices")
+
+
+def test_schedule_override_is_returned_with_its_variable():
+    settings = Settings.from_env({"SYNC_INVOICES_SCHEDULE": "every 5m"})
+    assert settings.job_schedule_override("sync-invoices") == ("SYNC_INVOICES_SCHEDULE", "every 5m")
+    assert settings.job_schedule_override("other") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["postgresql://u:p@h:5432/d", "postgres://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"],
+)
+def test_database_url_gets_the_psycopg_driver(raw: str):
+    assert normalize_database_url(raw) == "postgresql+psycopg://u:p@h:5432/d"
+
+
+@pytest.mark.parametrize("raw", ["mysql://u@h/d", "not a url"])
+def test_non_postgres_url_is_refused(raw: str):
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        Settings.from_env({"DATABASE_URL": raw})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("STALE_JOB_THRESHOLD_SECONDS", "soon"),
+        ("STALE_JOB_THRESHOLD_SECONDS", "-5"),
+        ("JOB_HISTORY_RETENTION_DAYS", "0"),
+        ("CRON_TZ", "Mars/Olympus"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_values_name_their_variable(variable: str, raw: str):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: raw})
