@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import signal
@@ -120,17 +121,21 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
+    # next() on a count is one C call, so a second signal landing inside this
+    # handler still sees itself as the second.
+    received = itertools.count(1)
+
     def handle(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set():
+        if next(received) > 1:
             logger.warning("second %s: stopping now", name, extra={"event": "worker_interrupted"})
             raise KeyboardInterrupt
+        stop.set()
         logger.info(
             "%s received: no new job will start; stopping after the current one",
             name,
             extra={"event": "worker_stopping"},
         )
-        stop.set()
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)

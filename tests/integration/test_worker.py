@@ -1,0 +1,240 @@
+"""The tick loop against a real database, with time passed in."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.config import Settings
+from app.db import Database
+from app.job import Job, PreCheckContext, RunContext
+from app.registry import JobRegistry, configure
+from app.worker import Worker
+from tests.integration.helpers import rows
+
+NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FrozenClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+def make_worker(
+    database: Database,
+    jobs: list[Job],
+    *,
+    environ: dict[str, str] | None = None,
+    worker_id: str = "test:1",
+    clock: FrozenClock | None = None,
+) -> Worker:
+    settings = Settings.from_env(environ or {})
+    worker = Worker(
+        database,
+        configure(JobRegistry(jobs), settings),
+        settings,
+        worker_id=worker_id,
+        clock=clock or FrozenClock(NOON + timedelta(seconds=1)),
+    )
+    worker.start()
+    return worker
+
+
+def test_tick_runs_due_jobs_in_registration_order(database: Database):
+    order: list[str] = []
+
+    def body(ctx: RunContext):
+        order.append(ctx.job_name)
+        return {"job": ctx.job_name}
+
+    jobs = [Job(name=n, body=body, schedule="* * * * *") for n in ("c", "a", "b")]
+    report = make_worker(database, jobs).tick(
+        NOON + timedelta(seconds=1), after=NOON - timedelta(seconds=1)
+    )
+    assert order == ["c", "a", "b"]
+    assert [o.status for o in report.outcomes] == ["SUCCESS"] * 3
+    assert [(r.job_name, r.status, r.scheduled_for, r.result) for r in rows(database)] == [
+        ("c", "SUCCESS", NOON, {"job": "c"}),
+        ("a", "SUCCESS", NOON, {"job": "a"}),
+        ("b", "SUCCESS", NOON, {"job": "b"}),
+    ]
+
+
+def test_a_failing_body_is_recorded_and_the_tick_goes_on(database: Database):
+    def broken(ctx):
+        raise ValueError("provider said 503")
+
+    jobs = [
+        Job(name="broken", body=broken, schedule="* * * * *"),
+        Job(name="fine", body=lambda ctx: None, schedule="* * * * *"),
+    ]
+    report = make_worker(database, jobs).tick(NOON, after=None)
+    assert report.failed == 1
+    broken_row, fine_row = rows(database)
+    assert (broken_row.status, broken_row.error_message) == (
+        "FAILURE",
+        "ValueError: provider said 503",
+    )
+    assert broken_row.completed_at is not None
+    assert fine_row.status == "SUCCESS"
+
+
+def test_a_result_that_is_not_json_is_a_failure(database: Database):
+    jobs = [Job(name="odd", body=lambda ctx: {"when": datetime.now(UTC)}, schedule="* * * * *")]
+    make_worker(database, jobs).tick(NOON, after=None)
+    [row] = rows(database)
+    assert row.status == "FAILURE"
+    assert "not JSON serializable" in row.error_message
+
+
+def test_an_interrupt_in_the_body_is_recorded_and_re_raised(database: Database):
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    worker = make_worker(database, [Job(name="slow", body=interrupted, schedule="* * * * *")])
+    with pytest.raises(KeyboardInterrupt):
+        worker.tick(NOON, after=None)
+    [row] = rows(database)
+    assert (row.status, row.error_message) == ("FAILURE", "interrupted: KeyboardInterrupt")
+
+
+def test_a_disabled_job_writes_nothing(database: Database):
+    ran = []
+    jobs = [Job(name="off", body=lambda ctx: ran.append(1), schedule="* * * * *")]
+    report = make_worker(database, jobs, environ={"OFF_ENABLED": "false"}).tick(NOON, after=None)
+    assert (ran, report.outcomes, rows(database)) == ([], [], [])
+
+
+def test_the_jobs_pre_check_sees_the_instant_and_can_skip(database: Database):
+    seen: list[PreCheckContext] = []
+
+    def pre_check(ctx: PreCheckContext) -> str | None:
+        seen.append(ctx)
+        return "invoices already synced for this hour" if ctx.scheduled_for == NOON else None
+
+    ran = []
+    jobs = [
+        Job(
+            name="sync",
+            body=lambda ctx: ran.append(ctx.scheduled_for),
+            schedule="* * * * *",
+            pre_check=pre_check,
+        )
+    ]
+    worker = make_worker(database, jobs)
+    report = worker.tick(NOON, after=None)
+    assert report.skipped == 1
+    assert ran == []
+    assert rows(database) == []
+    worker.tick(NOON + timedelta(minutes=1), after=NOON)
+    assert ran == [NOON + timedelta(minutes=1)]
+    assert [c.scheduled_for for c in seen] == [NOON, NOON + timedelta(minutes=1)]
+
+
+def test_a_late_replica_does_not_repeat_an_instant(database: Database):
+    ran = []
+    jobs = [Job(name="once", body=lambda ctx: ran.append(1), schedule="* * * * *")]
+    make_worker(database, jobs, worker_id="w1").tick(NOON, after=None)
+    late = make_worker(database, jobs, worker_id="w2").tick(NOON, after=None)
+    assert ran == [1]
+    assert late.skipped == 1
+    assert len(rows(database)) == 1
+
+
+def test_run_after_across_replicas(database: Database):
+    """Replica 2 reaches the downstream job first; it waits for replica 1's upstream run."""
+    events: list[str] = []
+    upstream = Job(name="sync-invoices", body=lambda ctx: events.append("up"), schedule="* * * * *")
+    downstream = Job(
+        name="send-reminders",
+        body=lambda ctx: events.append(f"down@{ctx.scheduled_for:%H:%M}"),
+        schedule="* * * * *",
+        run_after=("sync-invoices",),
+    )
+    replica_1 = make_worker(database, [upstream, downstream], worker_id="r1")
+    replica_2 = make_worker(database, [upstream, downstream], worker_id="r2")
+
+    # Replica 2 only gets to the downstream job (as if replica 1 held the upstream lock).
+    replica_2.pending = replica_2.due(after=None, now=NOON)[1:]
+    assert replica_2.attempt_pending().outcomes == []
+    assert [d.job.name for d in replica_2.pending] == ["send-reminders"]
+    assert rows(database) == []
+
+    replica_1.pending = replica_1.due(after=None, now=NOON)[:1]
+    replica_1.attempt_pending()
+    assert events == ["up"]
+
+    replica_2.attempt_pending()
+    assert events == ["up", "down@12:00"]
+    assert replica_2.pending == []
+    up_row, down_row = rows(database)
+    assert (up_row.worker_id, down_row.worker_id) == ("r1", "r2")
+    assert down_row.started_at >= up_row.completed_at
+
+
+def test_run_after_skips_when_the_upstream_failed(database: Database):
+    def broken(ctx):
+        raise RuntimeError("no invoices")
+
+    jobs = [
+        Job(name="sync-invoices", body=broken, schedule="* * * * *"),
+        Job(
+            name="send-reminders",
+            body=lambda ctx: None,
+            schedule="* * * * *",
+            run_after=("sync-invoices",),
+        ),
+    ]
+    report = make_worker(database, jobs).tick(NOON, after=None)
+    assert report.failed == 1
+    assert report.skipped == 1
+    assert [r.job_name for r in rows(database)] == ["sync-invoices"]
+
+
+def test_pending_instant_expires_at_the_jobs_next_instant(database: Database):
+    clock = FrozenClock(NOON)
+    jobs = [
+        Job(name="up", body=lambda ctx: None, schedule="* * * * *"),
+        Job(name="down", body=lambda ctx: None, schedule="* * * * *", run_after=("up",)),
+    ]
+    worker = make_worker(database, jobs, clock=clock)
+    worker.pending = worker.due(after=None, now=NOON)[1:]
+    worker.attempt_pending()
+    assert len(worker.pending) == 1
+    clock.moment = NOON + timedelta(minutes=1)
+    assert worker.attempt_pending().expired == 1
+    assert worker.pending == []
+
+
+def test_run_forever_stops_on_the_event(database: Database):
+    stop = threading.Event()
+    settings = Settings.from_env({})
+    jobs = [Job(name="yearly", body=lambda ctx: None, schedule="0 0 1 1 *")]
+    worker = Worker(database, configure(JobRegistry(jobs), settings), settings, stop_event=stop)
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    stop.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert rows(database) == []
+
+
+def test_run_once_settles_each_jobs_latest_instant(database: Database):
+    jobs = [
+        Job(name="minutely", body=lambda ctx: None, schedule="* * * * *"),
+        Job(name="hourly", body=lambda ctx: None, schedule="0 * * * *"),
+    ]
+    clock = FrozenClock(NOON + timedelta(minutes=7, seconds=3))
+    report = make_worker(database, jobs, clock=clock).run_once()
+    assert report.failed == 0
+    assert {(r.job_name, r.scheduled_for) for r in rows(database)} == {
+        ("minutely", NOON + timedelta(minutes=7)),
+        ("hourly", NOON),
+    }
