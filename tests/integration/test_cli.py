@@ -1,0 +1,231 @@
+"""Every `cronlock` command as an operator runs it, and its bad-input paths (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from app.db import Database
+from tests.integration.cli_helpers import cronlock
+
+JOBS_MODULE = """
+from app.job import job
+
+@job("sync-invoices", schedule="* * * * *")
+def sync_invoices(ctx):
+    '''Pull invoices from the provider.'''
+    return {"processed": 10, "failed": 0}
+
+@job("flaky", schedule="0 * * * *")
+def flaky(ctx):
+    raise RuntimeError("provider answered 503")
+
+JOBS = [sync_invoices, flaky]
+"""
+
+UNREACHABLE = "postgresql://cronlock:secret@127.0.0.1:1/cronlock"
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    module = tmp_path / "cli_jobs.py"
+    module.write_text(JOBS_MODULE)
+    return {"DATABASE_URL": db_url, "JOBS_MODULE": str(module)}
+
+
+def run(tmp_path: Path, env: dict[str, str], *args: str, **more: str):
+    return cronlock(*args, cwd=tmp_path, **{**env, **more})
+
+
+def test_run_a_job_now(tmp_path, env, database: Database):
+    result = run(tmp_path, env, "run", "sync-invoices")
+    assert result.returncode == 0, result.stderr
+    assert "of sync-invoices: SUCCESS" in result.stdout
+    assert "[sync-invoices] started run" in result.stderr
+
+    history = json.loads(run(tmp_path, env, "history", "--json").stdout)
+    assert [(h["job"], h["status"], h["trigger"], h["result"]) for h in history] == [
+        ("sync-invoices", "SUCCESS", "manual", {"processed": 10, "failed": 0})
+    ]
+
+
+def test_run_a_failing_job_exits_1(tmp_path, env):
+    result = run(tmp_path, env, "run", "flaky")
+    assert result.returncode == 1
+    assert "FAILURE" in result.stdout
+    assert "provider answered 503" in result.stdout
+
+
+def test_run_a_disabled_job_needs_force(tmp_path, env):
+    refused = run(tmp_path, env, "run", "sync-invoices", SYNC_INVOICES_ENABLED="false")
+    assert refused.returncode == 2
+    assert "disabled" in refused.stderr
+    assert "--force" in refused.stderr
+    forced = run(tmp_path, env, "run", "sync-invoices", "--force", SYNC_INVOICES_ENABLED="false")
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_worker_once_runs_what_is_due_and_reports_failure(tmp_path, env):
+    result = run(tmp_path, env, "worker", "--once")
+    assert result.returncode == 1  # flaky failed
+    assert "[sync-invoices] run" in result.stderr
+    assert "[flaky] run" in result.stderr
+    again = run(tmp_path, env, "worker", "--once", FLAKY_ENABLED="false")
+    assert again.returncode == 0, again.stderr
+
+
+def test_jobs_lists_schedule_enabled_next_and_last_run(tmp_path, env):
+    run(tmp_path, env, "run", "sync-invoices")
+    result = run(tmp_path, env, "jobs", FLAKY_ENABLED="no")
+    assert result.returncode == 0, result.stderr
+    header, sync_line, flaky_line = result.stdout.splitlines()
+    assert header.split() == ["JOB", "SCHEDULE", "ENABLED", "NEXT", "LAST", "RUN"]
+    assert sync_line.startswith("sync-invoices")
+    assert "* * * * *" in sync_line
+    assert " yes " in sync_line
+    assert "SUCCESS" in sync_line
+    assert flaky_line.split()[:7] == ["flaky", "0", "*", "*", "*", "*", "no"]
+    assert flaky_line.rstrip().endswith("never")
+
+
+def test_history_filters(tmp_path, env):
+    run(tmp_path, env, "run", "sync-invoices")
+    run(tmp_path, env, "run", "sync-invoices")
+    run(tmp_path, env, "run", "flaky")
+    failures = json.loads(run(tmp_path, env, "history", "--status", "failure", "--json").stdout)
+    assert [f["job"] for f in failures] == ["flaky"]
+    latest = json.loads(
+        run(tmp_path, env, "history", "sync-invoices", "--limit", "1", "--json").stdout
+    )
+    assert len(latest) == 1
+    table = run(tmp_path, env, "history")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split()[:3] == ["ID", "JOB", "STATUS"]
+    assert len(table.stdout.splitlines()) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["history", "--limit", "0"], "not a positive whole number"),
+        (["history", "--status", "DONE"], "not a status"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, env, args, message):
+    result = run(tmp_path, env, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_unknown_job_exits_2_with_a_suggestion(tmp_path, env):
+    for args in (["run", "sync-invoice"], ["history", "sync-invoice"]):
+        result = run(tmp_path, env, *args)
+        assert result.returncode == 2
+        assert "no job named 'sync-invoice'" in result.stderr
+        assert "did you mean sync-invoices" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"SYNC_INVOICES_SCHEDULE": "61 * * * *"}, "SYNC_INVOICES_SCHEDULE='61 * * * *'"),
+        ({"CRON_SCHEDULE": "every day"}, "CRON_SCHEDULE='every day'"),
+        ({"FLAKY_ENABLED": "perhaps"}, "FLAKY_ENABLED='perhaps' is not a boolean"),
+        ({"CRON_TZ": "Moon/Base"}, "CRON_TZ='Moon/Base'"),
+        ({"JOBS_MODULE": "no_such_jobs_module"}, "JOBS_MODULE='no_such_jobs_module'"),
+        ({"DATABASE_URL": "mysql://u@h/d"}, "cronlock needs PostgreSQL"),
+    ],
+)
+def test_bad_configuration_exits_2_naming_the_variable(tmp_path, env, database, variables, message):
+    result = run(tmp_path, env, "worker", **variables)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    with database.transaction() as session:
+        assert session.execute(text("SELECT count(*) FROM job")).scalar() == 0
+
+
+def test_check_and_jobs_refuse_bad_configuration_too(tmp_path, env):
+    for command in ("check", "jobs"):
+        result = run(tmp_path, env, command, SYNC_INVOICES_SCHEDULE="every fortnight")
+        assert result.returncode == 2
+        assert "SYNC_INVOICES_SCHEDULE='every fortnight'" in result.stderr
+
+
+def test_unreachable_database_exits_2_without_a_traceback_or_password(tmp_path, env):
+    for command in (["worker"], ["check"], ["run", "flaky"], ["migrate"]):
+        result = run(tmp_path, env, *command, DATABASE_URL=UNREACHABLE)
+        assert result.returncode == 2
+        assert (
+            "cannot reach the database at postgresql+psycopg://cronlock:***@127.0.0.1:1"
+            in result.stderr
+        )
+        assert "Traceback" not in result.stderr
+        assert "secret" not in result.stderr
+
+
+def test_verbose_adds_the_traceback(tmp_path, env):
+    result = run(tmp_path, env, "-v", "check", DATABASE_URL=UNREACHABLE)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+
+
+def test_schema_not_at_head_is_refused_then_migrated(tmp_path, env, empty_db_url):
+    env = {**env, "DATABASE_URL": empty_db_url}
+    refused = run(tmp_path, env, "worker", "--once")
+    assert refused.returncode == 2
+    assert "run `cronlock migrate`" in refused.stderr
+    empty = Database(empty_db_url)
+    try:
+        assert inspect(empty.engine).get_table_names() == []
+    finally:
+        empty.dispose()
+    check = run(tmp_path, env, "check")
+    assert check.returncode == 2
+    assert "ok    database reachable" in check.stdout
+
+    migrated = run(tmp_path, env, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "upgraded from empty to" in migrated.stdout
+    assert "already at" in run(tmp_path, env, "migrate").stdout
+    check = run(tmp_path, env, "check")
+    assert check.returncode == 0, check.stderr
+    assert "ok    schema at head" in check.stdout
+
+
+def test_dotenv_is_read_and_the_real_environment_wins(tmp_path, env):
+    (tmp_path / ".env").write_text(f"DATABASE_URL={env['DATABASE_URL']}\nFLAKY_ENABLED=false\n")
+    from_file = cronlock("jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"])
+    assert from_file.returncode == 0, from_file.stderr
+    assert " no " in from_file.stdout.splitlines()[2]
+    overridden = cronlock(
+        "jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"], FLAKY_ENABLED="true"
+    )
+    assert " yes " in overridden.stdout.splitlines()[2]
+
+
+def test_a_typo_in_a_job_variable_is_warned_about(tmp_path, env):
+    result = run(tmp_path, env, "jobs", SYNC_INVOCES_ENABLED="false")
+    assert result.returncode == 0
+    assert "SYNC_INVOCES_ENABLED names no registered job" in result.stderr
+
+
+def test_embedded_default_when_database_url_is_unset(tmp_path, env):
+    data_dir = tmp_path / "data"
+    result = cronlock(
+        "worker",
+        "--once",
+        cwd=tmp_path,
+        JOBS_MODULE=env["JOBS_MODULE"],
+        CRONLOCK_DATA_DIR=str(data_dir),
+        FLAKY_ENABLED="0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "using the embedded PostgreSQL" in result.stderr
+    assert "migrated the embedded database" in result.stderr
+    assert "[sync-invoices] run" in result.stderr
+    assert (data_dir / "pgdata" / "PG_VERSION").is_file()
