@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from app.config import Settings
 from app.db import Database
+from app.errors import DatabaseError
 from app.lock import Skip, ensure_jobs
 from app.models import RunStatus, Trigger
 from app.registry import ConfiguredJob
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 POLL_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+MAX_BACKOFF_S = 30.0
 
 
 def utc_now() -> datetime:
@@ -94,6 +96,7 @@ class Worker:
         self.pending: list[Due] = []
         self._by_name = {j.name: j for j in self.jobs}
         self._poll = 0
+        self._outage_backoff_s = 0.0
 
     # -- scheduling (pure) ---------------------------------------------------
 
@@ -211,10 +214,29 @@ class Worker:
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
             now = self.clock()
-            total.add(self.tick(now, after=cursor))
-            cursor = max(cursor, now)
+            if self._tick_survives(now, after=cursor, total=total):
+                cursor = max(cursor, now)
         logger.info("worker %s stopped", self.worker_id, extra={"event": "worker_stopped"})
         return total
+
+    def _tick_survives(self, now: datetime, *, after: datetime, total: TickReport) -> bool:
+        """Tick; on a database error log once, back off, and report False to retry."""
+        try:
+            total.add(self.tick(now, after=after))
+        except DatabaseError as exc:
+            if self._outage_backoff_s == 0:
+                logger.error(
+                    "database error, retrying with backoff: %s",
+                    exc.message,
+                    extra={"event": "database_unavailable"},
+                )
+            self._outage_backoff_s = min(max(self._outage_backoff_s * 2, 0.5), MAX_BACKOFF_S)
+            self.stop_event.wait(self._outage_backoff_s)
+            return False
+        if self._outage_backoff_s:
+            logger.info("database reachable again", extra={"event": "database_recovered"})
+            self._outage_backoff_s = 0
+        return True
 
     def run_once(self) -> TickReport:
         """Settle each enabled job's latest instant, then return (for timers and CronJobs)."""

@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from app.config import Settings
 from app.db import Database
@@ -238,3 +239,67 @@ def test_run_once_settles_each_jobs_latest_instant(database: Database):
         ("minutely", NOON + timedelta(minutes=7)),
         ("hourly", NOON),
     }
+
+
+def test_run_forever_survives_the_database_refusing_connections(
+    db_url: str, pg_admin_url: str, caplog
+):
+    """Connections refused mid-loop: one error line, back-off, then runs resume."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    caplog.set_level("INFO")
+    name = make_url(db_url).database
+    database = Database(db_url)
+    stop = threading.Event()
+    settings = Settings.from_env({})
+    jobs = [Job(name="every-second", body=lambda ctx: None, schedule="* * * * * *")]
+    worker = Worker(database, configure(JobRegistry(jobs), settings), settings, stop_event=stop)
+
+    def set_connections(allowed: bool) -> None:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            if not allowed:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    def count_runs() -> int:
+        with database.transaction() as session:
+            return session.execute(
+                text("SELECT count(*) FROM job_execution WHERE status = 'SUCCESS'")
+            ).scalar()
+
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        _wait_until(lambda: count_runs() >= 1)
+        set_connections(False)
+        _wait_until(
+            lambda: any(getattr(r, "event", "") == "database_unavailable" for r in caplog.records)
+        )
+        set_connections(True)
+        before = count_runs()
+        _wait_until(lambda: count_runs() >= before + 2)
+    finally:
+        set_connections(True)
+        stop.set()
+        thread.join(timeout=30)
+        database.dispose()
+    assert not thread.is_alive()
+    events = [getattr(r, "event", "") for r in caplog.records]
+    assert events.count("database_unavailable") == 1
+    assert events.count("database_recovered") == 1
+
+
+def _wait_until(predicate, timeout_s: float = 30) -> None:
+    """Poll until `predicate()`: the database's state decides, the timeout only bounds a hang."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition never became true")
