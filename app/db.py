@@ -77,6 +77,12 @@ class Database:
             yield session
 
     @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """One transaction on a plain connection: the lock's hot path, without an ORM session."""
+        with self.translated_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def autocommit(self) -> Iterator[Connection]:
         """A connection whose every statement commits on its own: one round trip each."""
         with (

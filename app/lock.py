@@ -2,17 +2,20 @@
 
 A claim is one short transaction on the job's own row::
 
-    SELECT ... FROM job WHERE name = ... FOR UPDATE [SKIP LOCKED]
+    SELECT name FROM job WHERE name = ... FOR UPDATE [SKIP LOCKED]
     SELECT ... FROM job_execution (its RUNNING runs, its runs for this instant)
-    (mark an abandoned RUNNING run FAILURE)
-    (read the upstream runs for the instant, when the job runs after others)
+    (UPDATE an abandoned RUNNING run to FAILURE)
+    (SELECT the upstream runs for the instant, when the job runs after others)
     (the job's pre-check, inside a savepoint)
-    INSERT ... RUNNING ... RETURNING
+    INSERT ... RUNNING ... RETURNING id
     COMMIT
 
 The body then runs outside any transaction, and `finish_run` writes SUCCESS or
 FAILURE in one autocommit statement guarded by ``status = 'RUNNING'`` on the
 run's own id, so a run that was taken over is never brought back by a late finish.
+
+The statements are built once, at import: on the hot path SQLAlchemy only looks
+them up in its compiled cache.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import Connection, Interval, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -76,88 +79,66 @@ ClaimResult = Claim | Skip | Wait | PreCheckFailed | None
 
 PreCheckFn = Callable[[Session], str | None]
 
+_run = JobExecution
+
+_LOCK = select(JobRow.name).where(JobRow.name == bindparam("job_name"))
+_LOCK_OR_SKIP = _LOCK.with_for_update(skip_locked=True)
+_LOCK_OR_WAIT = _LOCK.with_for_update()
+
+# A separate statement from the lock on purpose: under READ COMMITTED each
+# statement takes a new snapshot, so this one sees what the previous lock holder
+# committed. Joined into the locking statement, a claim that waited for the lock
+# would read the old snapshot and start a run that had already happened.
+_STATE = select(
+    _run.id,
+    _run.job_name,
+    _run.status,
+    _run.scheduled_for,
+    _run.worker_id,
+    _run.heartbeat_at,
+    (_run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())).label("stale"),
+).where(
+    _run.job_name == bindparam("job_name"),
+    or_(_run.status == RunStatus.RUNNING, _run.scheduled_for == bindparam("scheduled_for")),
+)
+
+_ABANDON = (
+    update(_run)
+    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
+    .values(status=RunStatus.FAILURE, completed_at=func.now(), error_message=bindparam("error"))
+)
+
+# Oldest first, so each upstream's latest attempt is the one kept.
+_UPSTREAMS = (
+    select(_run.job_name, _run.status, _run.error_message)
+    .where(
+        _run.job_name.in_(bindparam("upstreams", expanding=True)),
+        _run.scheduled_for == bindparam("scheduled_for"),
+    )
+    .order_by(_run.id)
+)
+
+_INSERT = insert(_run).returning(_run.id, _run.started_at)
+
+_FINISH = (
+    update(_run)
+    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
+    .values(
+        status=bindparam("new_status"),
+        completed_at=func.now(),
+        result=bindparam("new_result", type_=_run.__table__.c.result.type),
+        error_message=bindparam("new_error"),
+    )
+    .returning(_run.id)
+)
+
 
 def ensure_jobs(database: Database, names: Sequence[str]) -> None:
     """Create the lock row of each job, in its own committed transaction."""
     if not names:
         return
-    with database.transaction() as session:
-        session.execute(
-            pg_insert(JobRow).values([{"name": name} for name in names]).on_conflict_do_nothing()
-        )
-
-
-def _lock_query(job_name: str, *, wait: bool) -> Any:
-    return select(JobRow.name).where(JobRow.name == job_name).with_for_update(skip_locked=not wait)
-
-
-def _state_query(job_name: str, scheduled_for: datetime, stale_after_s: float) -> Any:
-    """The job's RUNNING runs and its runs for this instant.
-
-    A separate statement from the lock on purpose: under READ COMMITTED each
-    statement takes a new snapshot, so this one sees what the previous lock
-    holder committed. Joined into the locking statement, a claim that waited for
-    the lock would read the old snapshot and start a run that already happened.
-    """
-    run = JobExecution
-    stale = run.heartbeat_at < func.now() - timedelta(seconds=stale_after_s)
-    return select(
-        run.id,
-        run.job_name,
-        run.status,
-        run.scheduled_for,
-        run.worker_id,
-        run.heartbeat_at,
-        stale.label("stale"),
-    ).where(
-        run.job_name == job_name,
-        or_(run.status == RunStatus.RUNNING, run.scheduled_for == scheduled_for),
-    )
-
-
-def _abandon(session: Session, row: Row[Any], worker_id: str) -> None:
-    message = (
-        f"abandoned: no heartbeat since {row.heartbeat_at.isoformat()} from worker "
-        f"{row.worker_id}; taken over by {worker_id}"
-    )
-    session.execute(
-        update(JobExecution)
-        .where(JobExecution.id == row.id, JobExecution.status == RunStatus.RUNNING)
-        .values(status=RunStatus.FAILURE, completed_at=func.now(), error_message=message)
-    )
-    logger.warning(
-        "run %s of %s was abandoned by %s; marked FAILURE",
-        row.id,
-        row.job_name,
-        row.worker_id,
-        extra={
-            "event": "run_abandoned",
-            "job": row.job_name,
-            "run_id": row.id,
-            "scheduled_for": row.scheduled_for.isoformat(),
-            "abandoned_by": row.worker_id,
-        },
-    )
-
-
-def _upstream_verdict(
-    session: Session, upstreams: Sequence[str], scheduled_for: datetime
-) -> Skip | Wait | None:
-    runs = (
-        select(JobExecution.job_name, JobExecution.status, JobExecution.error_message)
-        .where(JobExecution.job_name.in_(upstreams), JobExecution.scheduled_for == scheduled_for)
-        .order_by(JobExecution.id)
-    )
-    # Oldest first, so each upstream's latest attempt is the one kept.
-    outcomes = {row.job_name: row for row in session.execute(runs)}
-    for upstream in upstreams:
-        outcome = outcomes.get(upstream)
-        if outcome is None or outcome.status == RunStatus.RUNNING:
-            return Wait(f"waiting for {upstream} to finish this instant")
-        if outcome.status != RunStatus.SUCCESS:
-            detail = f": {outcome.error_message}" if outcome.error_message else ""
-            return Skip(f"upstream {upstream} ended {outcome.status}{detail}")
-    return None
+    with database.connection() as conn:
+        conn.execute(pg_insert(JobRow).on_conflict_do_nothing(), [{"name": n} for n in names])
 
 
 def claim_run(
@@ -178,32 +159,39 @@ def claim_run(
     holds the job's lock (only without `wait_for_lock`). A RUNNING run whose
     heartbeat is older than `stale_after_s` (database clock) is marked FAILURE.
     """
+    new_run = _NewRun(job_name, scheduled_for, trigger, worker_id)
     try:
-        with database.transaction() as session:
-            locked = session.execute(_lock_query(job_name, wait=wait_for_lock)).first()
-            if locked is None:
+        with database.connection() as conn:
+            lock = _LOCK_OR_WAIT if wait_for_lock else _LOCK_OR_SKIP
+            if conn.execute(lock, {"job_name": job_name}).first() is None:
                 return None
-            runs = session.execute(_state_query(job_name, scheduled_for, stale_after_s)).all()
+            runs = conn.execute(
+                _STATE,
+                {
+                    "job_name": job_name,
+                    "scheduled_for": scheduled_for,
+                    "stale_after": timedelta(seconds=stale_after_s),
+                },
+            ).all()
             for row in runs:
                 if row.status == RunStatus.RUNNING and row.stale:
-                    _abandon(session, row, worker_id)
+                    _abandon(conn, row, worker_id)
             verdict: Skip | Wait | None = _existing_runs_verdict(runs, scheduled_for)
             if verdict is None and run_after:
-                verdict = _upstream_verdict(session, run_after, scheduled_for)
+                verdict = _upstream_verdict(conn, run_after, scheduled_for)
             if verdict is not None:
                 return verdict
-            run = _NewRun(job_name, scheduled_for, trigger, worker_id)
             if pre_check is not None:
                 try:
-                    reason = _run_pre_check(session, pre_check)
+                    reason = _run_pre_check(conn, pre_check)
                 except Exception as exc:
                     error = f"pre-check raised {type(exc).__name__}: {exc}"
                     logger.error("pre-check of %s raised", job_name, exc_info=True)
-                    failed = _insert_run(session, run, error=error)
+                    failed = _insert_run(conn, new_run, error=error)
                     return PreCheckFailed(run_id=failed.id, error=error)
                 if reason is not None:
                     return Skip(reason)
-            created = _insert_run(session, run)
+            created = _insert_run(conn, new_run)
             return Claim(
                 run_id=created.id,
                 job_name=job_name,
@@ -225,7 +213,28 @@ def claim_run(
         return None
 
 
-def _existing_runs_verdict(runs: Sequence[Row[Any]], scheduled_for: datetime) -> Skip | None:
+def _abandon(conn: Connection, row: Any, worker_id: str) -> None:
+    message = (
+        f"abandoned: no heartbeat since {row.heartbeat_at.isoformat()} from worker "
+        f"{row.worker_id}; taken over by {worker_id}"
+    )
+    conn.execute(_ABANDON, {"run_id": row.id, "error": message})
+    logger.warning(
+        "run %s of %s was abandoned by %s; marked FAILURE",
+        row.id,
+        row.job_name,
+        row.worker_id,
+        extra={
+            "event": "run_abandoned",
+            "job": row.job_name,
+            "run_id": row.id,
+            "scheduled_for": row.scheduled_for.isoformat(),
+            "abandoned_by": row.worker_id,
+        },
+    )
+
+
+def _existing_runs_verdict(runs: Sequence[Any], scheduled_for: datetime) -> Skip | None:
     """The built-in pre-check: one live run per job, one run per scheduled instant."""
     for row in runs:
         if row.status == RunStatus.RUNNING and not row.stale:
@@ -242,16 +251,29 @@ def _existing_runs_verdict(runs: Sequence[Row[Any]], scheduled_for: datetime) ->
     return None
 
 
-def _run_pre_check(session: Session, pre_check: PreCheckFn) -> str | None:
-    """Run the pre-check in a savepoint, so an SQL error in it leaves the claim usable."""
-    savepoint = session.begin_nested()
-    try:
-        reason = pre_check(session)
-    except Exception:
-        savepoint.rollback()
-        raise
-    savepoint.commit()
-    return reason
+def _upstream_verdict(
+    conn: Connection, upstreams: Sequence[str], scheduled_for: datetime
+) -> Skip | Wait | None:
+    params = {"upstreams": list(upstreams), "scheduled_for": scheduled_for}
+    outcomes = {row.job_name: row for row in conn.execute(_UPSTREAMS, params)}
+    for upstream in upstreams:
+        outcome = outcomes.get(upstream)
+        if outcome is None or outcome.status == RunStatus.RUNNING:
+            return Wait(f"waiting for {upstream} to finish this instant")
+        if outcome.status != RunStatus.SUCCESS:
+            detail = f": {outcome.error_message}" if outcome.error_message else ""
+            return Skip(f"upstream {upstream} ended {outcome.status}{detail}")
+    return None
+
+
+def _run_pre_check(conn: Connection, pre_check: PreCheckFn) -> str | None:
+    """Run the pre-check on a session inside a savepoint of the claim's transaction.
+
+    An SQL error in the pre-check rolls back only the savepoint, so the claim can
+    still record the failure.
+    """
+    with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
+        return pre_check(session)
 
 
 @dataclass(frozen=True)
@@ -262,23 +284,20 @@ class _NewRun:
     worker_id: str
 
 
-def _insert_run(session: Session, run: _NewRun, *, error: str | None = None) -> Any:
+def _insert_run(conn: Connection, run: _NewRun, *, error: str | None = None) -> Any:
     """Insert RUNNING, or FAILURE at once when `error` is given; return (id, started_at)."""
-    terminal = error is not None
-    return session.execute(
-        insert(JobExecution)
-        .values(
-            job_name=run.job_name,
-            status=RunStatus.FAILURE if terminal else RunStatus.RUNNING,
-            scheduled_for=run.scheduled_for,
-            trigger=run.trigger,
-            attempt=1,
-            worker_id=run.worker_id,
-            error_message=_truncate(error),
-            completed_at=func.now() if terminal else None,
-        )
-        .returning(JobExecution.id, JobExecution.started_at)
-    ).one()
+    values: dict[str, Any] = {
+        "job_name": run.job_name,
+        "status": RunStatus.RUNNING,
+        "scheduled_for": run.scheduled_for,
+        "trigger": run.trigger,
+        "attempt": 1,
+        "worker_id": run.worker_id,
+    }
+    if error is not None:
+        values |= {"status": RunStatus.FAILURE, "error_message": _truncate(error)}
+        return conn.execute(_INSERT.values(completed_at=func.now()), values).one()
+    return conn.execute(_INSERT, values).one()
 
 
 def _truncate(error: str | None) -> str | None:
@@ -334,16 +353,11 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> bool:
+    params = {
+        "run_id": run_id,
+        "new_status": status,
+        "new_result": result,
+        "new_error": _truncate(error),
+    }
     with database.autocommit() as conn:
-        landed = conn.execute(
-            update(JobExecution)
-            .where(JobExecution.id == run_id, JobExecution.status == RunStatus.RUNNING)
-            .values(
-                status=status,
-                completed_at=func.now(),
-                result=result,
-                error_message=_truncate(error),
-            )
-            .returning(JobExecution.id)
-        ).first()
-    return landed is not None
+        return conn.execute(_FINISH, params).first() is not None

@@ -115,4 +115,5 @@ class JobExecution(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_id: Mapped[str] = mapped_column(Text)
     error_message: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # none_as_null: a body that returns None leaves SQL NULL, not the JSON value null.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))

@@ -180,3 +180,11 @@ def test_a_second_success_for_an_instant_is_recorded_as_failure(database: Databa
         "FAILURE",
         "duplicate: this instant already has a SUCCESS run",
     )
+
+
+def test_a_run_without_result_stores_sql_null(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    finish_run(database, run, RunStatus.SUCCESS, result=None)
+    with database.transaction() as session:
+        assert session.execute(text("SELECT result IS NULL FROM job_execution")).scalar() is True
