@@ -13,7 +13,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,9 +104,8 @@ def _ready_database(settings: Settings) -> Database:
 def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     """Run the jobs on their schedules until SIGINT/SIGTERM (or once, with --once)."""
     database = _ready_database(deployment.settings)
-    stop = threading.Event()
-    _stop_on_signals(stop)
-    worker = Worker(database, deployment.jobs, deployment.settings, stop_event=stop)
+    worker = Worker(database, deployment.jobs, deployment.settings)
+    _stop_on_signals(worker)
     logger.info(
         "worker %s started with %d jobs (%d enabled) on %s",
         worker.worker_id,
@@ -117,10 +115,13 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
         extra={"event": "worker_started", "worker_id": worker.worker_id},
     )
     report = worker.run_once() if args.once else worker.run_forever()
-    return EXIT_JOB_FAILED if report.failed else EXIT_OK
+    if worker.forced_stop:
+        return EXIT_INTERRUPTED
+    return EXIT_JOB_FAILED if report.failed and args.once else EXIT_OK
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(worker: Worker) -> None:
+    """First SIGINT/SIGTERM: graceful stop with a grace period; second: stop now."""
     # next() on a count is one C call, so a second signal landing inside this
     # handler still sees itself as the second.
     received = itertools.count(1)
@@ -129,11 +130,12 @@ def _stop_on_signals(stop: threading.Event) -> None:
         name = signal.Signals(signum).name
         if next(received) > 1:
             logger.warning("second %s: stopping now", name, extra={"event": "worker_interrupted"})
-            raise KeyboardInterrupt
-        stop.set()
+            worker.force_stop()
+        worker.request_stop()
         logger.info(
-            "%s received: no new job will start; stopping after the current one",
+            "%s received: no new job will start; the current one has %gs to finish",
             name,
+            worker.settings.shutdown_grace_s,
             extra={"event": "worker_stopping"},
         )
 

@@ -18,7 +18,10 @@ from sqlalchemy.exc import ArgumentError
 from app.errors import ConfigError
 
 DEFAULT_SCHEDULE = "0 0 * * *"
-DEFAULT_STALE_THRESHOLD_S = 3600
+DEFAULT_STALE_THRESHOLD_S = 60
+DEFAULT_HEARTBEAT_INTERVAL_S = 15
+DEFAULT_SHUTDOWN_GRACE_S = 30
+DEFAULT_MAX_CLOCK_SKEW_S = 2
 DEFAULT_RETENTION_DAYS = 30
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -53,6 +56,19 @@ def _positive_int(environ: Mapping[str, str], variable: str, default: int) -> in
         value = 0
     if value <= 0:
         raise ConfigError(f"{variable}={raw!r} is not a positive whole number; e.g. {default}")
+    return value
+
+
+def _positive_number(environ: Mapping[str, str], variable: str, default: float) -> float:
+    raw = environ.get(variable)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ConfigError(f"{variable}={raw!r} is not a positive number of seconds; e.g. {default}")
     return value
 
 
@@ -92,7 +108,10 @@ class Settings:
     jobs_module: str = "instrumentation"
     default_schedule: str = DEFAULT_SCHEDULE
     cron_tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
-    stale_threshold_s: int = DEFAULT_STALE_THRESHOLD_S
+    stale_threshold_s: float = DEFAULT_STALE_THRESHOLD_S
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
     history_retention_days: int = DEFAULT_RETENTION_DAYS
     log_level: str = "INFO"
     job_overrides: Mapping[str, str] = field(default_factory=dict)
@@ -107,14 +126,29 @@ class Settings:
             raise ConfigError(
                 f"LOG_LEVEL={level!r} is not a level; use DEBUG, INFO, WARNING or ERROR"
             )
+        stale = _positive_number(env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S)
+        heartbeat = _positive_number(
+            env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S
+        )
+        if heartbeat >= stale:
+            raise ConfigError(
+                f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is not below "
+                f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: every run would look abandoned; "
+                "keep the interval at about a quarter of the threshold"
+            )
         return cls(
             database_url=normalize_database_url(raw_url) if raw_url else None,
             data_dir=Path(env.get("CRONLOCK_DATA_DIR", "").strip() or ".cronlock"),
             jobs_module=env.get("JOBS_MODULE", "").strip() or "instrumentation",
             default_schedule=env.get("CRON_SCHEDULE", "").strip() or DEFAULT_SCHEDULE,
             cron_tz=_zone(env),
-            stale_threshold_s=_positive_int(
-                env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S
+            stale_threshold_s=stale,
+            heartbeat_interval_s=heartbeat,
+            shutdown_grace_s=_positive_number(
+                env, "SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_S
+            ),
+            max_clock_skew_s=_positive_number(
+                env, "MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_CLOCK_SKEW_S
             ),
             history_retention_days=_positive_int(
                 env, "JOB_HISTORY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS

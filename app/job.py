@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from app.config import Settings
 from app.db import Database
@@ -42,10 +44,36 @@ class RunContext:
     settings: Settings
     logger: logging.Logger
     database: Database
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    timeout_s: float | None = None
+    transaction: Session | None = None
+
+    def should_stop(self) -> bool:
+        """True once the worker asks the body to stop (its claim is no longer trusted)."""
+        return self.cancelled.is_set()
 
     def session(self) -> Session:
-        """A new session on cronlock's database, for jobs whose work lives there."""
-        return self.database.session()
+        """The session for work in cronlock's database.
+
+        For a transactional job, the session whose transaction also records the
+        run's SUCCESS: do not commit it, cronlock does. Otherwise a new session,
+        whose statements are capped by the job's timeout (statement_timeout).
+        """
+        if self.transaction is not None:
+            return self.transaction
+        session = self.database.session()
+        if self.timeout_s is not None:
+            cap_statements(session, self.timeout_s)
+        return session
+
+
+def cap_statements(session: Session, timeout_s: float) -> None:
+    """Give every transaction of `session` a statement_timeout of `timeout_s`."""
+    milliseconds = str(max(int(timeout_s * 1000), 1))
+
+    @event.listens_for(session, "after_begin")
+    def _cap(s: Session, _tx: SessionTransaction, connection: object) -> None:
+        s.execute(select(func.set_config("statement_timeout", milliseconds, True)))
 
 
 JobResult = Mapping[str, Any] | None
@@ -60,6 +88,11 @@ class Job:
     `schedule` None means the deployment default (CRON_SCHEDULE). `pre_check`
     returns a reason to skip this instant, or None to run. `run_after` names jobs
     that must have succeeded for the same instant before this one starts.
+    `timeout_s` interrupts a body that runs longer. `retries` re-runs a failed
+    instant up to that many times, `retry_backoff_s` apart and doubling, jittered,
+    never past the next instant. `transactional` hands the body a session whose
+    transaction also records SUCCESS. `misfire_grace_s` is how late a missed
+    instant may still run (None: one period; 0: never late).
     """
 
     name: str
@@ -68,6 +101,11 @@ class Job:
     pre_check: PreCheck | None = None
     run_after: tuple[str, ...] = ()
     description: str = field(default="")
+    timeout_s: float | None = None
+    retries: int = 0
+    retry_backoff_s: float = 10.0
+    transactional: bool = False
+    misfire_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name) or len(self.name) > MAX_NAME_LENGTH:
@@ -77,6 +115,18 @@ class Job:
             )
         if self.name in self.run_after:
             raise InvalidJob(f"job {self.name!r} lists itself in run_after; remove it")
+        for option, value in (
+            ("timeout_s", self.timeout_s),
+            ("retry_backoff_s", self.retry_backoff_s),
+        ):
+            if value is not None and not value > 0:
+                raise InvalidJob(f"job {self.name!r}: {option}={value!r} must be positive")
+        if self.retries < 0:
+            raise InvalidJob(f"job {self.name!r}: retries={self.retries!r} cannot be negative")
+        if self.misfire_grace_s is not None and self.misfire_grace_s < 0:
+            raise InvalidJob(
+                f"job {self.name!r}: misfire_grace_s={self.misfire_grace_s!r} cannot be negative"
+            )
 
 
 def job(
@@ -86,6 +136,11 @@ def job(
     pre_check: PreCheck | None = None,
     run_after: tuple[str, ...] | list[str] = (),
     description: str | None = None,
+    timeout_s: float | None = None,
+    retries: int = 0,
+    retry_backoff_s: float = 10.0,
+    transactional: bool = False,
+    misfire_grace_s: float | None = None,
 ) -> Callable[[JobBody], Job]:
     """Decorate a body to define a job; the docstring's first line is the default description."""
 
@@ -98,6 +153,11 @@ def job(
             pre_check=pre_check,
             run_after=tuple(run_after),
             description=description if description is not None else (doc[0] if doc else ""),
+            timeout_s=timeout_s,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            transactional=transactional,
+            misfire_grace_s=misfire_grace_s,
         )
 
     return define

@@ -1,21 +1,18 @@
-"""Claim, record and take over runs: all the lock SQL, and no cron math.
+"""Claim a (job, instant): the lock, the built-in pre-check, takeover of abandoned runs.
 
 A claim is one short transaction on the job's own row::
 
     SELECT name FROM job WHERE name = ... FOR UPDATE [SKIP LOCKED]
     SELECT ... FROM job_execution (its RUNNING runs, its runs for this instant)
-    (UPDATE an abandoned RUNNING run to FAILURE)
+    (UPDATE an abandoned RUNNING run to FAILURE, then read again)
     (SELECT the upstream runs for the instant, when the job runs after others)
     (the job's pre-check, inside a savepoint)
-    INSERT ... RUNNING ... RETURNING id
+    INSERT ... RUNNING (or SKIPPED, with the reason) ... RETURNING id
     COMMIT
 
-The body then runs outside any transaction, and `finish_run` writes SUCCESS or
-FAILURE in one autocommit statement guarded by ``status = 'RUNNING'`` on the
-run's own id, so a run that was taken over is never brought back by a late finish.
-
-The statements are built once, at import: on the hot path SQLAlchemy only looks
-them up in its compiled cache.
+No cron math here: the caller says which instant, and until when it is worth
+running (`expires_at`, the job's next instant). The statements are built once, at
+import, so on the hot path SQLAlchemy only looks them up in its compiled cache.
 """
 
 from __future__ import annotations
@@ -32,11 +29,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import JobExecution, JobRow, RunStatus
+from app.models import JobExecution, JobRow, RunStatus, Trigger
+from app.outcomes import truncate
 
 logger = logging.getLogger(__name__)
-
-MAX_ERROR_LENGTH = 4000
 
 
 @dataclass(frozen=True)
@@ -54,14 +50,15 @@ class Claim:
 
 @dataclass(frozen=True)
 class Skip:
-    """The instant needs no run from this worker: already handled, or the job declined."""
+    """The instant needs no run from this worker. `recorded`: a SKIPPED row says why."""
 
     reason: str
+    recorded: bool = False
 
 
 @dataclass(frozen=True)
 class Wait:
-    """Not yet: an upstream job has not finished this instant. Try again later in the tick."""
+    """Not yet: an upstream job has not finished this instant. Try again later."""
 
     reason: str
 
@@ -79,6 +76,23 @@ ClaimResult = Claim | Skip | Wait | PreCheckFailed | None
 
 PreCheckFn = Callable[[Session], str | None]
 
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimRequest:
+    """What to claim, and the job's rules that the claim applies."""
+
+    job_name: str
+    scheduled_for: datetime
+    trigger: str
+    worker_id: str
+    stale_after_s: float
+    expires_at: datetime | None = None
+    retries: int = 0
+    run_after: Sequence[str] = ()
+    pre_check: PreCheckFn | None = None
+    wait_for_lock: bool = False
+
+
 _run = JobExecution
 
 _LOCK = select(JobRow.name).where(JobRow.name == bindparam("job_name"))
@@ -94,9 +108,11 @@ _STATE = select(
     _run.job_name,
     _run.status,
     _run.scheduled_for,
+    _run.attempt,
     _run.worker_id,
     _run.heartbeat_at,
     (_run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())).label("stale"),
+    (_run.retry_at <= func.now()).label("retry_due"),
 ).where(
     _run.job_name == bindparam("job_name"),
     or_(_run.status == RunStatus.RUNNING, _run.scheduled_for == bindparam("scheduled_for")),
@@ -105,8 +121,15 @@ _STATE = select(
 _ABANDON = (
     update(_run)
     .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
-    .values(status=RunStatus.FAILURE, completed_at=func.now(), error_message=bindparam("error"))
+    .values(
+        status=RunStatus.FAILURE,
+        completed_at=func.now(),
+        error_message=bindparam("error"),
+        retry_at=bindparam("abandon_retry_at"),
+    )
 )
+
+_CONSUME_RETRY = update(_run).where(_run.id == bindparam("run_id")).values(retry_at=None)
 
 # Oldest first, so each upstream's latest attempt is the one kept.
 _UPSTREAMS = (
@@ -119,18 +142,7 @@ _UPSTREAMS = (
 )
 
 _INSERT = insert(_run).returning(_run.id, _run.started_at)
-
-_FINISH = (
-    update(_run)
-    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
-    .values(
-        status=bindparam("new_status"),
-        completed_at=func.now(),
-        result=bindparam("new_result", type_=_run.__table__.c.result.type),
-        error_message=bindparam("new_error"),
-    )
-    .returning(_run.id)
-)
+_INSERT_DONE = insert(_run).values(completed_at=func.now()).returning(_run.id, _run.started_at)
 
 
 def ensure_jobs(database: Database, names: Sequence[str]) -> None:
@@ -141,84 +153,92 @@ def ensure_jobs(database: Database, names: Sequence[str]) -> None:
         conn.execute(pg_insert(JobRow).on_conflict_do_nothing(), [{"name": n} for n in names])
 
 
-def claim_run(
-    database: Database,
-    *,
-    job_name: str,
-    scheduled_for: datetime,
-    trigger: str,
-    worker_id: str,
-    stale_after_s: float,
-    run_after: Sequence[str] = (),
-    pre_check: PreCheckFn | None = None,
-    wait_for_lock: bool = False,
-) -> ClaimResult:
-    """Try to start a run of `job_name` for `scheduled_for`.
+def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
+    """Try to start a run of the request's job for its instant.
 
     Returns the Claim, a Skip or Wait with its reason, or None when another worker
     holds the job's lock (only without `wait_for_lock`). A RUNNING run whose
     heartbeat is older than `stale_after_s` (database clock) is marked FAILURE.
     """
-    new_run = _NewRun(job_name, scheduled_for, trigger, worker_id)
     try:
         with database.connection() as conn:
-            lock = _LOCK_OR_WAIT if wait_for_lock else _LOCK_OR_SKIP
-            if conn.execute(lock, {"job_name": job_name}).first() is None:
+            lock = _LOCK_OR_WAIT if request.wait_for_lock else _LOCK_OR_SKIP
+            if conn.execute(lock, {"job_name": request.job_name}).first() is None:
                 return None
-            runs = conn.execute(
-                _STATE,
-                {
-                    "job_name": job_name,
-                    "scheduled_for": scheduled_for,
-                    "stale_after": timedelta(seconds=stale_after_s),
-                },
-            ).all()
-            for row in runs:
-                if row.status == RunStatus.RUNNING and row.stale:
-                    _abandon(conn, row, worker_id)
-            verdict: Skip | Wait | None = _existing_runs_verdict(runs, scheduled_for)
-            if verdict is None and run_after:
-                verdict = _upstream_verdict(conn, run_after, scheduled_for)
-            if verdict is not None:
-                return verdict
-            if pre_check is not None:
-                try:
-                    reason = _run_pre_check(conn, pre_check)
-                except Exception as exc:
-                    error = f"pre-check raised {type(exc).__name__}: {exc}"
-                    logger.error("pre-check of %s raised", job_name, exc_info=True)
-                    failed = _insert_run(conn, new_run, error=error)
-                    return PreCheckFailed(run_id=failed.id, error=error)
-                if reason is not None:
-                    return Skip(reason)
-            created = _insert_run(conn, new_run)
-            return Claim(
-                run_id=created.id,
-                job_name=job_name,
-                scheduled_for=scheduled_for,
-                trigger=trigger,
-                attempt=1,
-                worker_id=worker_id,
-                started_at=created.started_at,
-            )
+            return _claim_locked(conn, request)
     except IntegrityError as exc:
-        # The partial unique indexes caught what the row lock should have prevented.
+        # The unique indexes caught what the row lock should have prevented.
         logger.error(
             "claim of %s for %s refused by a database invariant: %s",
-            job_name,
-            scheduled_for.isoformat(),
+            request.job_name,
+            request.scheduled_for.isoformat(),
             exc.orig,
-            extra={"event": "claim_conflict", "job": job_name},
+            extra={"event": "claim_conflict", "job": request.job_name},
         )
         return None
 
 
-def _abandon(conn: Connection, row: Any, worker_id: str) -> None:
+def _claim_locked(conn: Connection, request: ClaimRequest) -> ClaimResult:
+    runs = _read_state(conn, request)
+    stale = [r for r in runs if r.status == RunStatus.RUNNING and r.stale]
+    if stale:
+        for row in stale:
+            _abandon(conn, row, request)
+        runs = _read_state(conn, request)
+    decision = _decide(runs, request)
+    if isinstance(decision, Skip):
+        return _record_skip(conn, request, decision, attempt=1)
+    attempt, retried_run = decision
+    if request.run_after:
+        verdict = _upstream_verdict(conn, request.run_after, request.scheduled_for)
+        if isinstance(verdict, Skip):
+            return _record_skip(conn, request, verdict, attempt=attempt)
+        if verdict is not None:
+            return verdict
+    if request.pre_check is not None:
+        try:
+            reason = _run_pre_check(conn, request.pre_check)
+        except Exception as exc:
+            error = f"pre-check raised {type(exc).__name__}: {exc}"
+            logger.error("pre-check of %s raised", request.job_name, exc_info=True)
+            failed = _insert(conn, request, attempt, RunStatus.FAILURE, error)
+            return PreCheckFailed(run_id=failed.id, error=error)
+        if reason is not None:
+            return _record_skip(conn, request, Skip(reason, recorded=True), attempt=attempt)
+    if retried_run is not None:
+        conn.execute(_CONSUME_RETRY, {"run_id": retried_run})
+    created = _insert(conn, request, attempt, RunStatus.RUNNING)
+    return Claim(
+        run_id=created.id,
+        job_name=request.job_name,
+        scheduled_for=request.scheduled_for,
+        trigger=request.trigger,
+        attempt=attempt,
+        worker_id=request.worker_id,
+        started_at=created.started_at,
+    )
+
+
+def _read_state(conn: Connection, request: ClaimRequest) -> list[Any]:
+    params = {
+        "job_name": request.job_name,
+        "scheduled_for": request.scheduled_for,
+        "stale_after": timedelta(seconds=request.stale_after_s),
+    }
+    return list(conn.execute(_STATE, params).all())
+
+
+def _abandon(conn: Connection, row: Any, request: ClaimRequest) -> None:
+    """Mark a run whose worker stopped renewing its lease FAILURE; retry it if allowed."""
     message = (
         f"abandoned: no heartbeat since {row.heartbeat_at.isoformat()} from worker "
-        f"{row.worker_id}; taken over by {worker_id}"
+        f"{row.worker_id}; taken over by {request.worker_id}"
     )
-    conn.execute(_ABANDON, {"run_id": row.id, "error": message})
+    retry = row.scheduled_for == request.scheduled_for and row.attempt <= request.retries
+    params = {"run_id": row.id, "error": message, "abandon_retry_at": None}
+    if retry:
+        params["abandon_retry_at"] = conn.execute(select(func.now())).scalar_one()
+    conn.execute(_ABANDON, params)
     logger.warning(
         "run %s of %s was abandoned by %s; marked FAILURE",
         row.id,
@@ -234,21 +254,32 @@ def _abandon(conn: Connection, row: Any, worker_id: str) -> None:
     )
 
 
-def _existing_runs_verdict(runs: Sequence[Any], scheduled_for: datetime) -> Skip | None:
-    """The built-in pre-check: one live run per job, one run per scheduled instant."""
-    for row in runs:
-        if row.status == RunStatus.RUNNING and not row.stale:
-            if row.scheduled_for == scheduled_for:
-                return Skip(f"already running as run {row.id} on {row.worker_id}")
-            return Skip(
-                f"previous run {row.id} (for {row.scheduled_for.isoformat()}) "
-                f"is still running on {row.worker_id}"
-            )
-    for row in runs:
-        if row.scheduled_for == scheduled_for:
-            outcome = "abandoned" if row.status == RunStatus.RUNNING else str(row.status)
-            return Skip(f"this instant already has run {row.id} ({outcome})")
-    return None
+def _decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int | None]:
+    """The built-in pre-check: one live run per job, one outcome per instant (plus retries).
+
+    Returns the Skip, or the attempt to run and the failed run it retries.
+    """
+    instant = request.scheduled_for
+    live = [r for r in runs if r.status == RunStatus.RUNNING]
+    mine = sorted((r for r in runs if r.scheduled_for == instant), key=lambda r: r.attempt)
+    if any(r.scheduled_for == instant for r in live):
+        run = next(r for r in live if r.scheduled_for == instant)
+        return Skip(f"already running as run {run.id} on {run.worker_id}")
+    if mine:
+        latest = mine[-1]
+        if not (latest.status == RunStatus.FAILURE and latest.retry_due):
+            return Skip(f"this instant already has run {latest.id} ({latest.status})")
+        if live:
+            return Skip(f"retry waits: run {live[0].id} is still running")
+        return latest.attempt + 1, latest.id
+    if live:
+        previous = live[0]
+        return Skip(
+            f"previous run {previous.id} (for {previous.scheduled_for.isoformat()}) "
+            f"is still running on {previous.worker_id}",
+            recorded=request.trigger == Trigger.SCHEDULE,
+        )
+    return 1, None
 
 
 def _upstream_verdict(
@@ -262,7 +293,7 @@ def _upstream_verdict(
             return Wait(f"waiting for {upstream} to finish this instant")
         if outcome.status != RunStatus.SUCCESS:
             detail = f": {outcome.error_message}" if outcome.error_message else ""
-            return Skip(f"upstream {upstream} ended {outcome.status}{detail}")
+            return Skip(f"upstream {upstream} ended {outcome.status}{detail}", recorded=True)
     return None
 
 
@@ -276,88 +307,29 @@ def _run_pre_check(conn: Connection, pre_check: PreCheckFn) -> str | None:
         return pre_check(session)
 
 
-@dataclass(frozen=True)
-class _NewRun:
-    job_name: str
-    scheduled_for: datetime
-    trigger: str
-    worker_id: str
+def _record_skip(conn: Connection, request: ClaimRequest, skip: Skip, *, attempt: int) -> Skip:
+    """Write a SKIPPED row for a skip that is an outcome of this instant."""
+    if not skip.recorded or request.trigger != Trigger.SCHEDULE:
+        return Skip(skip.reason)
+    _insert(conn, request, attempt, RunStatus.SKIPPED, skip.reason)
+    return skip
 
 
-def _insert_run(conn: Connection, run: _NewRun, *, error: str | None = None) -> Any:
-    """Insert RUNNING, or FAILURE at once when `error` is given; return (id, started_at)."""
+def _insert(
+    conn: Connection,
+    request: ClaimRequest,
+    attempt: int,
+    status: RunStatus,
+    error: str | None = None,
+) -> Any:
     values: dict[str, Any] = {
-        "job_name": run.job_name,
-        "status": RunStatus.RUNNING,
-        "scheduled_for": run.scheduled_for,
-        "trigger": run.trigger,
-        "attempt": 1,
-        "worker_id": run.worker_id,
+        "job_name": request.job_name,
+        "status": status,
+        "scheduled_for": request.scheduled_for,
+        "trigger": request.trigger,
+        "attempt": attempt,
+        "worker_id": request.worker_id,
     }
-    if error is not None:
-        values |= {"status": RunStatus.FAILURE, "error_message": _truncate(error)}
-        return conn.execute(_INSERT.values(completed_at=func.now()), values).one()
-    return conn.execute(_INSERT, values).one()
-
-
-def _truncate(error: str | None) -> str | None:
-    if error is not None and len(error) > MAX_ERROR_LENGTH:
-        return error[: MAX_ERROR_LENGTH - 1] + "…"
-    return error
-
-
-def finish_run(
-    database: Database,
-    claim: Claim,
-    status: RunStatus,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> bool:
-    """Record the run's outcome; False when the run is no longer ours (taken over)."""
-    try:
-        landed = _finish(database, claim.run_id, status, result=result, error=error)
-    except IntegrityError:
-        # Only reachable if the lock was bypassed: the instant already has a SUCCESS.
-        logger.error(
-            "run %s of %s would be a second SUCCESS for %s; recorded FAILURE instead",
-            claim.run_id,
-            claim.job_name,
-            claim.scheduled_for.isoformat(),
-            extra={"event": "run_duplicate", "job": claim.job_name, "run_id": claim.run_id},
-        )
-        duplicate = "duplicate: this instant already has a SUCCESS run"
-        _finish(database, claim.run_id, RunStatus.FAILURE, error=duplicate)
-        return False
-    if not landed:
-        logger.error(
-            "run %s of %s finished %s after it was taken over; the outcome was not recorded",
-            claim.run_id,
-            claim.job_name,
-            status,
-            extra={
-                "event": "run_fenced",
-                "job": claim.job_name,
-                "run_id": claim.run_id,
-                "status": str(status),
-            },
-        )
-    return landed
-
-
-def _finish(
-    database: Database,
-    run_id: int,
-    status: RunStatus,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> bool:
-    params = {
-        "run_id": run_id,
-        "new_status": status,
-        "new_result": result,
-        "new_error": _truncate(error),
-    }
-    with database.autocommit() as conn:
-        return conn.execute(_FINISH, params).first() is not None
+    if status == RunStatus.RUNNING:
+        return conn.execute(_INSERT, values).one()
+    return conn.execute(_INSERT_DONE, {**values, "error_message": truncate(error)}).one()

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -41,11 +42,18 @@ NAMING = {
 
 
 class RunStatus(StrEnum):
-    """Where a run stands. Stored as text, so adding a status needs no enum migration."""
+    """Where a run stands. Stored as text, so adding a status needs no enum migration.
+
+    SKIPPED: the instant was declined (the job's pre-check, an upstream that
+    failed, a previous run still going). MISSED: no worker ran the instant in
+    time. Both are outcomes written once, with their reason in error_message.
+    """
 
     RUNNING = "RUNNING"
     SUCCESS = "SUCCESS"
     FAILURE = "FAILURE"
+    SKIPPED = "SKIPPED"
+    MISSED = "MISSED"
 
 
 class Trigger(StrEnum):
@@ -76,7 +84,7 @@ class JobExecution(Base):
     __tablename__ = "job_execution"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('RUNNING', 'SUCCESS', 'FAILURE')",
+            "status IN ('RUNNING', 'SUCCESS', 'FAILURE', 'SKIPPED', 'MISSED')",
             name="status",
         ),
         CheckConstraint("trigger IN ('schedule', 'manual')", name="trigger"),
@@ -98,7 +106,14 @@ class JobExecution(Base):
             unique=True,
             postgresql_where=text("status = 'SUCCESS'"),
         ),
-        Index("ix_job_execution_job_name_scheduled_for", "job_name", "scheduled_for"),
+        UniqueConstraint(
+            "job_name", "scheduled_for", "attempt", name="uq_job_execution_instant_attempt"
+        ),
+        Index(
+            "ix_job_execution_retry_at",
+            "retry_at",
+            postgresql_where=text("retry_at IS NOT NULL"),
+        ),
         Index("ix_job_execution_started_at", "started_at"),
     )
 
@@ -117,3 +132,6 @@ class JobExecution(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # none_as_null: a body that returns None leaves SQL NULL, not the JSON value null.
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    # Set on a FAILURE that will be retried, cleared when the retry claims it: the
+    # pending retries are the few rows of a small partial index.
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

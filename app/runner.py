@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
-from app.job import Job, PreCheckContext, RunContext
-from app.lock import Claim, ClaimResult, PreCheckFailed, Skip, Wait, claim_run, finish_run
+from app.interrupts import Alarm, RunInterrupted
+from app.job import Job, PreCheckContext, RunContext, cap_statements
+from app.lease import Lease
+from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
 from app.logs import job_scope
 from app.models import RunStatus
+from app.outcomes import Finished, finish_on, finish_params, finish_run
 
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 64 * 1024
+RECORD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,19 @@ class RunOutcome:
     duration_ms: float
     error: str | None = None
     recorded: bool = True
+    retry_at: datetime | None = None
 
 
 AttemptResult = RunOutcome | Skip | Wait | None
 """None: another worker holds the job's lock; try again later."""
 
 
-def _run_fields(job_name: str, scheduled_for: datetime, **more: Any) -> dict[str, Any]:
-    return {"job": job_name, "scheduled_for": scheduled_for.isoformat(), **more}
+def retry_delay_s(job: Job, attempt: int) -> float | None:
+    """Exponential backoff with jitter before attempt + 1, or None when no retry is left."""
+    if attempt > job.retries:
+        return None
+    jitter: float = random.uniform(0.5, 1.5)  # noqa: S311 - spreading retries, not secrets
+    return float(job.retry_backoff_s * 2 ** (attempt - 1) * jitter)
 
 
 def attempt_run(
@@ -54,45 +67,59 @@ def attempt_run(
     trigger: str,
     settings: Settings,
     worker_id: str,
+    expires_at: datetime | None = None,
     run_after: Sequence[str] = (),
     wait_for_lock: bool = False,
+    alarm: Alarm | None = None,
 ) -> AttemptResult:
     """Claim `job` for `scheduled_for` and, if this worker wins, run it to an outcome."""
     with job_scope(job.name):
         pre_check = job.pre_check
-        claimed: ClaimResult = claim_run(
+        claimed = claim_run(
             database,
-            job_name=job.name,
-            scheduled_for=scheduled_for,
-            trigger=trigger,
-            worker_id=worker_id,
-            stale_after_s=settings.stale_threshold_s,
-            run_after=run_after,
-            pre_check=None
-            if pre_check is None
-            else lambda session: pre_check(
-                PreCheckContext(
-                    job_name=job.name,
-                    scheduled_for=scheduled_for,
-                    trigger=trigger,
-                    session=session,
-                    settings=settings,
-                )
+            ClaimRequest(
+                job_name=job.name,
+                scheduled_for=scheduled_for,
+                trigger=trigger,
+                worker_id=worker_id,
+                stale_after_s=settings.stale_threshold_s,
+                expires_at=expires_at,
+                retries=job.retries,
+                run_after=run_after,
+                pre_check=None
+                if pre_check is None
+                else lambda session: pre_check(
+                    PreCheckContext(
+                        job_name=job.name,
+                        scheduled_for=scheduled_for,
+                        trigger=trigger,
+                        session=session,
+                        settings=settings,
+                    )
+                ),
+                wait_for_lock=wait_for_lock,
             ),
-            wait_for_lock=wait_for_lock,
         )
         if isinstance(claimed, Skip):
             logger.info(
                 "skipped %s: %s",
                 scheduled_for.isoformat(),
                 claimed.reason,
-                extra={"event": "run_skipped", **_run_fields(job.name, scheduled_for)},
+                extra={
+                    "event": "run_skipped",
+                    "job": job.name,
+                    "scheduled_for": scheduled_for.isoformat(),
+                    "reason": claimed.reason,
+                    "recorded": claimed.recorded,
+                },
             )
             return claimed
         if isinstance(claimed, PreCheckFailed):
             return RunOutcome(claimed.run_id, RunStatus.FAILURE, 0.0, claimed.error)
         if isinstance(claimed, Claim):
-            return execute(database, job, claimed, settings)
+            return execute(
+                database, job, claimed, settings, expires_at=expires_at, alarm=alarm or Alarm()
+            )
         return claimed
 
 
@@ -108,22 +135,39 @@ def _json_result(value: Any) -> dict[str, Any] | None:
     return decoded
 
 
-def execute(database: Database, job: Job, claim: Claim, settings: Settings) -> RunOutcome:
-    """Run the body of a claimed run and record SUCCESS or FAILURE, whatever happens."""
-    fields = _run_fields(
-        job.name,
-        claim.scheduled_for,
-        run_id=claim.run_id,
-        attempt=claim.attempt,
-        trigger=claim.trigger,
-        worker_id=claim.worker_id,
-    )
+@dataclass
+class _Ending:
+    status: RunStatus
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def execute(
+    database: Database,
+    job: Job,
+    claim: Claim,
+    settings: Settings,
+    *,
+    expires_at: datetime | None = None,
+    alarm: Alarm,
+) -> RunOutcome:
+    """Run the body of a claimed run under its lease, and record SUCCESS or FAILURE."""
+    fields = {
+        "job": job.name,
+        "scheduled_for": claim.scheduled_for.isoformat(),
+        "run_id": claim.run_id,
+        "attempt": claim.attempt,
+        "trigger": claim.trigger,
+        "worker_id": claim.worker_id,
+    }
     logger.info(
-        "started run %s for %s",
+        "started run %s for %s (attempt %d)",
         claim.run_id,
         claim.scheduled_for.isoformat(),
+        claim.attempt,
         extra={"event": "run_started", **fields},
     )
+    transaction = _open_transaction(database, job) if job.transactional else None
     context = RunContext(
         job_name=job.name,
         run_id=claim.run_id,
@@ -133,56 +177,205 @@ def execute(database: Database, job: Job, claim: Claim, settings: Settings) -> R
         settings=settings,
         logger=logging.getLogger(f"cronlock.job.{job.name}"),
         database=database,
+        cancelled=threading.Event(),
+        timeout_s=job.timeout_s,
+        transaction=transaction,
+    )
+    lease = Lease(
+        database,
+        run_id=claim.run_id,
+        job_name=job.name,
+        interval_s=settings.heartbeat_interval_s,
+        stale_after_s=settings.stale_threshold_s,
+        cancelled=context.cancelled,
     )
     started = time.perf_counter()
     try:
-        result = _json_result(job.body(context))
-    except Exception as exc:
-        duration_ms = (time.perf_counter() - started) * 1000
-        error = f"{type(exc).__name__}: {exc}"
-        logger.error(
-            "run %s failed after %.0f ms: %s",
-            claim.run_id,
-            duration_ms,
-            error,
-            exc_info=True,
-            extra={"event": "run_failed", "duration_ms": duration_ms, "error": error, **fields},
-        )
-        recorded = _record(database, claim, RunStatus.FAILURE, error=error)
-        return RunOutcome(claim.run_id, RunStatus.FAILURE, duration_ms, error, recorded)
+        with lease:
+            ending = _run_body(job, context, alarm)
     except BaseException as exc:
-        # KeyboardInterrupt or SystemExit: record the run, then let the signal go on.
-        _record(database, claim, RunStatus.FAILURE, error=f"interrupted: {type(exc).__name__}")
+        # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
+        _close(transaction, commit=False)
+        _record(database, claim, settings, _Ending(RunStatus.FAILURE, error=_interrupted(exc)))
         raise
     duration_ms = (time.perf_counter() - started) * 1000
-    recorded = _record(database, claim, RunStatus.SUCCESS, result=result)
-    logger.info(
-        "run %s succeeded in %.0f ms%s",
+    if lease.lost and ending.status == RunStatus.SUCCESS:
+        ending = _Ending(RunStatus.FAILURE, error=f"lease lost: {lease.lost_reason}")
+    delay = retry_delay_s(job, claim.attempt) if ending.status == RunStatus.FAILURE else None
+    if delay is not None and lease.lost:
+        delay = None
+    if transaction is not None:
+        finished = _finish_transaction(
+            database, transaction, claim, settings, ending, delay=delay, expires_at=expires_at
+        )
+    else:
+        finished = _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+    _log_outcome(claim, ending, duration_ms, finished, fields)
+    return RunOutcome(
         claim.run_id,
+        ending.status,
         duration_ms,
-        f": {json.dumps(result)}" if result else "",
-        extra={"event": "run_succeeded", "duration_ms": duration_ms, **fields},
+        ending.error,
+        finished.landed,
+        finished.retry_at,
     )
-    return RunOutcome(claim.run_id, RunStatus.SUCCESS, duration_ms, None, recorded)
+
+
+def _run_body(job: Job, context: RunContext, alarm: Alarm) -> _Ending:
+    try:
+        if job.timeout_s is not None:
+            alarm.arm(job.timeout_s, f"timed out after {job.timeout_s:g}s")
+        with alarm.body():
+            value = job.body(context)
+        alarm.disarm()
+        return _Ending(RunStatus.SUCCESS, result=_json_result(value))
+    except RunInterrupted as exc:
+        return _Ending(RunStatus.FAILURE, error=exc.reason)
+    except Exception as exc:
+        logger.error(
+            "run %s raised %s",
+            context.run_id,
+            type(exc).__name__,
+            exc_info=True,
+            extra={"event": "run_raised", "job": job.name, "run_id": context.run_id},
+        )
+        return _Ending(RunStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        alarm.disarm()
+
+
+def _interrupted(exc: BaseException) -> str:
+    return exc.reason if isinstance(exc, RunInterrupted) else f"interrupted: {type(exc).__name__}"
+
+
+def _open_transaction(database: Database, job: Job) -> Session:
+    session = database.session()
+    if job.timeout_s is not None:
+        cap_statements(session, job.timeout_s)
+    session.begin()
+    return session
+
+
+def _close(session: Session | None, *, commit: bool) -> None:
+    if session is None:
+        return
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+def _finish_transaction(
+    database: Database,
+    session: Session,
+    claim: Claim,
+    settings: Settings,
+    ending: _Ending,
+    *,
+    delay: float | None,
+    expires_at: datetime | None,
+) -> Finished:
+    """SUCCESS commits with the body's writes, or not at all; a FAILURE rolls them back."""
+    if ending.status != RunStatus.SUCCESS:
+        _close(session, commit=False)
+        return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+    try:
+        with database.translated_errors():
+            finished = finish_on(
+                session.connection(),
+                finish_params(claim.run_id, RunStatus.SUCCESS, result=ending.result),
+            )
+            if finished.landed:
+                session.commit()
+            else:
+                session.rollback()
+            return finished
+    except DatabaseError as exc:
+        # The transaction is lost with its writes: record what happened instead.
+        session.rollback()
+        failure = _Ending(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
+        ending.status, ending.error = failure.status, failure.error
+        return _record(database, claim, settings, failure, delay=delay, expires_at=expires_at)
+    finally:
+        session.close()
 
 
 def _record(
     database: Database,
     claim: Claim,
-    status: RunStatus,
+    settings: Settings,
+    ending: _Ending,
     *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-) -> bool:
-    try:
-        return finish_run(database, claim, status, result=result, error=error)
-    except DatabaseError as exc:
+    delay: float | None = None,
+    expires_at: datetime | None = None,
+) -> Finished:
+    """Write the outcome, retrying through an outage until it lands or the run goes stale."""
+    give_up_at = time.monotonic() + settings.stale_threshold_s
+    attempts = 0
+    while True:
+        try:
+            return finish_run(
+                database,
+                claim.run_id,
+                ending.status,
+                result=ending.result,
+                error=ending.error,
+                retry_delay_s=delay,
+                expires_at=expires_at,
+            )
+        except DatabaseError as exc:
+            if attempts == 0:
+                logger.error(
+                    "could not record run %s as %s: %s; retrying",
+                    claim.run_id,
+                    ending.status,
+                    exc.message,
+                    extra={"event": "run_record_failed", "run_id": claim.run_id},
+                )
+            if time.monotonic() >= give_up_at:
+                logger.error(
+                    "gave up recording run %s; another worker will mark it abandoned",
+                    claim.run_id,
+                    extra={"event": "run_record_abandoned", "run_id": claim.run_id},
+                )
+                return Finished(False)
+            time.sleep(RECORD_RETRY_DELAYS_S[min(attempts, len(RECORD_RETRY_DELAYS_S) - 1)])
+            attempts += 1
+
+
+def _log_outcome(
+    claim: Claim,
+    ending: _Ending,
+    duration_ms: float,
+    finished: Finished,
+    fields: dict[str, Any],
+) -> None:
+    extra = {"duration_ms": duration_ms, **fields}
+    if not finished.landed:
         logger.error(
-            "could not record run %s as %s: %s; it stays RUNNING until another claim "
-            "marks it abandoned",
+            "run %s ended %s but the outcome was not recorded: the run is no longer ours",
             claim.run_id,
-            status,
-            exc.message,
-            extra={"event": "run_record_failed", "job": claim.job_name, "run_id": claim.run_id},
+            ending.status,
+            extra={"event": "run_fenced", "status": str(ending.status), **extra},
         )
-        return False
+    elif ending.status == RunStatus.SUCCESS:
+        logger.info(
+            "run %s succeeded in %.0f ms%s",
+            claim.run_id,
+            duration_ms,
+            f": {json.dumps(ending.result)}" if ending.result else "",
+            extra={"event": "run_succeeded", **extra},
+        )
+    else:
+        retry = f"; retry at {finished.retry_at.isoformat()}" if finished.retry_at else ""
+        logger.error(
+            "run %s failed after %.0f ms: %s%s",
+            claim.run_id,
+            duration_ms,
+            ending.error,
+            retry,
+            extra={"event": "run_failed", "error": ending.error, **extra},
+        )

@@ -1,12 +1,14 @@
 """The tick loop: work out what is due, attempt it in registration order, sleep.
 
-No SQL here: claims and outcomes go through `runner` and `lock`. Time comes in as
-a parameter (`tick(now)`), so tests drive the loop without patching a clock.
+No SQL here: claims and outcomes go through `runner`, `lock` and `outcomes`. Time
+comes in as a parameter (`tick(now)`), so tests drive the loop by hand.
 
-A (job, instant) that cannot be settled yet (another worker holds the lock, or an
-upstream job has not finished that instant) stays *pending* and is attempted again
-on a short poll until it settles or the job's next instant makes it obsolete. The
-worker keeps ticking other jobs meanwhile.
+Every instant gets an outcome. Each job keeps a cursor, started from the latest
+instant its history holds, so a worker that starts after an outage catches up:
+the most recent missed instant runs once, late, if it is within the job's misfire
+grace; older ones are recorded MISSED. A (job, instant) that cannot be settled
+yet (another worker holds the lock, an upstream has not finished) stays *pending*
+on a short poll until it settles or the job's next instant makes it MISSED.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
+from app.interrupts import Alarm
 from app.lock import Skip, ensure_jobs
 from app.models import RunStatus, Trigger
+from app.outcomes import database_now, last_scheduled_instants, pending_retries, record_missed
 from app.registry import ConfiguredJob
 from app.runner import RunOutcome, attempt_run
 
@@ -32,6 +36,9 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 POLL_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 MAX_BACKOFF_S = 30.0
+ON_TIME_SLACK_S = 1.0
+MAX_MISSED_SCAN = 1000
+SKEW_CHECK_EVERY = timedelta(hours=1)
 
 
 def utc_now() -> datetime:
@@ -51,15 +58,17 @@ class Due:
     job: ConfiguredJob
     scheduled_for: datetime
     expires_at: datetime
+    retry: bool = False
 
 
 @dataclass
 class TickReport:
-    """What this worker did: outcomes of the runs it claimed, and skips."""
+    """What this worker did: outcomes of the runs it claimed, skips, misses."""
 
     outcomes: list[RunOutcome] = field(default_factory=list)
     skipped: int = 0
     expired: int = 0
+    missed: int = 0
 
     @property
     def failed(self) -> int:
@@ -71,6 +80,27 @@ class TickReport:
         self.outcomes += other.outcomes
         self.skipped += other.skipped
         self.expired += other.expired
+        self.missed += other.missed
+
+
+def instants_between(job: ConfiguredJob, after: datetime, now: datetime) -> list[datetime]:
+    """The job's instants in (after, now], oldest first; at most the latest MAX_MISSED_SCAN."""
+    found: list[datetime] = []
+    moment = now
+    while len(found) < MAX_MISSED_SCAN:
+        instant = job.schedule.latest_at_or_before(moment)
+        if instant <= after:
+            break
+        found.append(instant)
+        moment = instant - timedelta(microseconds=1)
+    return found[::-1]
+
+
+def misfire_grace_s(job: ConfiguredJob, instant: datetime) -> float:
+    """How late `instant` may still run: the job's option, or one period."""
+    if job.job.misfire_grace_s is not None:
+        return job.job.misfire_grace_s
+    return (job.schedule.next_after(instant) - instant).total_seconds()
 
 
 class Worker:
@@ -93,10 +123,18 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock
         self.stop_event = stop_event or threading.Event()
+        self.alarm = Alarm()
+        self.forced_stop = False
         self.pending: list[Due] = []
+        self.cursors: dict[str, datetime] = {}
         self._by_name = {j.name: j for j in self.jobs}
+        self._order = {j.name: i for i, j in enumerate(self.jobs)}
+        self._uses_retries = any(j.job.retries for j in self.enabled)
+        self._next_retry_at: datetime | None = None
         self._poll = 0
         self._outage_backoff_s = 0.0
+        self._skew_checked_at: datetime | None = None
+        self._without_history: set[str] = set()
 
     # -- scheduling (pure) ---------------------------------------------------
 
@@ -106,8 +144,7 @@ class Worker:
         for configured in self.enabled:
             instant = configured.schedule.latest_at_or_before(now)
             if after is None or instant > after:
-                expires_at = configured.schedule.next_after(instant)
-                found.append(Due(configured, instant, expires_at))
+                found.append(Due(configured, instant, configured.schedule.next_after(instant)))
         return found
 
     def next_tick(self, after: datetime) -> datetime | None:
@@ -125,37 +162,125 @@ class Worker:
                 names.append(name)
         return names
 
+    # -- stopping ------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Start no new run; give the current one SHUTDOWN_GRACE_SECONDS to finish."""
+        self.stop_event.set()
+        self.alarm.arm(self.settings.shutdown_grace_s, "interrupted by shutdown")
+
+    def force_stop(self) -> None:
+        """Interrupt the current run now (it is recorded FAILURE) and stop."""
+        self.forced_stop = True
+        self.stop_event.set()
+        self.alarm.interrupt_now("interrupted by a second stop signal")
+        raise KeyboardInterrupt
+
     # -- the loop ------------------------------------------------------------
 
-    def start(self) -> None:
-        """Create the jobs' lock rows and say what will run when."""
+    def start(self, *, now: datetime | None = None) -> None:
+        """Create the lock rows, start each job's cursor from its history, say what runs when."""
         ensure_jobs(self.database, [j.name for j in self.jobs])
-        now = self.clock()
+        now = now or self.clock()
+        history = last_scheduled_instants(self.database, [j.name for j in self.enabled])
         for configured in self.jobs:
-            if configured.enabled:
-                logger.info(
-                    "job %s: schedule %r, next at %s",
-                    configured.name,
-                    configured.schedule.expression,
-                    configured.schedule.next_after(now).isoformat(),
-                    extra={"event": "job_scheduled", "job": configured.name},
-                )
-            else:
+            if not configured.enabled:
                 logger.info(
                     "job %s is disabled by its _ENABLED flag",
                     configured.name,
                     extra={"event": "job_disabled", "job": configured.name},
                 )
+                continue
+            if configured.name not in history:
+                self._without_history.add(configured.name)
+            self.cursors[configured.name] = history.get(configured.name, now)
+            logger.info(
+                "job %s: schedule %r, next at %s",
+                configured.name,
+                configured.schedule.expression,
+                configured.schedule.next_after(now).isoformat(),
+                extra={"event": "job_scheduled", "job": configured.name},
+            )
+        self.check_clock_skew(now)
 
-    def tick(self, now: datetime, *, after: datetime | None) -> TickReport:
-        """Add the instants due in (after, now] to the pending ones and attempt each once."""
+    def check_clock_skew(self, now: datetime) -> None:
+        """Warn when this worker's clock and the database's disagree by more than allowed."""
+        if self._skew_checked_at is not None and now - self._skew_checked_at < SKEW_CHECK_EVERY:
+            return
+        self._skew_checked_at = now
+        before = self.clock()
+        database_clock = database_now(self.database)
+        after = self.clock()
+        skew_s = (before + (after - before) / 2 - database_clock).total_seconds()
+        if abs(skew_s) > self.settings.max_clock_skew_s:
+            logger.warning(
+                "this worker's clock is %+.1fs off the database's (MAX_CLOCK_SKEW_SECONDS=%g): "
+                "schedules follow this clock, leases the database's; fix NTP",
+                skew_s,
+                self.settings.max_clock_skew_s,
+                extra={"event": "clock_skew", "skew_s": skew_s},
+            )
+
+    def tick(self, now: datetime) -> TickReport:
+        """Queue what is due up to `now` (recording what was missed) and attempt it."""
+        report = TickReport()
         queued = {(d.job.name, d.scheduled_for) for d in self.pending}
-        self.pending += [
-            d for d in self.due(after=after, now=now) if (d.job.name, d.scheduled_for) not in queued
-        ]
-        order = {j.name: i for i, j in enumerate(self.jobs)}
-        self.pending.sort(key=lambda d: (d.scheduled_for, order[d.job.name]))
-        return self.attempt_pending()
+        for configured in self.enabled:
+            instants = instants_between(configured, self.cursors.get(configured.name, now), now)
+            self.cursors[configured.name] = now
+            if not instants:
+                continue
+            latest, older = instants[-1], instants[:-1]
+            lateness_s = (now - latest).total_seconds()
+            grace_s = misfire_grace_s(configured, latest)
+            if lateness_s > max(grace_s, ON_TIME_SLACK_S):
+                older = instants
+                reason = f"missed: {lateness_s:.0f}s late, beyond the misfire grace of {grace_s:g}s"
+            else:
+                reason = f"missed: no worker ran it; caught up at {latest.isoformat()} instead"
+                if (configured.name, latest) not in queued:
+                    expires_at = configured.schedule.next_after(latest)
+                    self.pending.append(Due(configured, latest, expires_at))
+            report.missed += self._record_missed(configured, older, reason)
+        self._queue_retries(now, queued)
+        self.pending.sort(key=lambda d: (d.scheduled_for, self._order[d.job.name]))
+        report.add(self.attempt_pending())
+        return report
+
+    def _record_missed(
+        self, configured: ConfiguredJob, instants: list[datetime], reason: str
+    ) -> int:
+        if not instants:
+            return 0
+        recorded = record_missed(self.database, configured.name, instants, reason)
+        if recorded:
+            logger.warning(
+                "recorded %d missed instants of %s (%s .. %s)",
+                recorded,
+                configured.name,
+                instants[0].isoformat(),
+                instants[-1].isoformat(),
+                extra={"event": "instants_missed", "job": configured.name, "count": recorded},
+            )
+        return recorded
+
+    def _queue_retries(self, now: datetime, queued: set[tuple[str, datetime]]) -> None:
+        """Queue failed runs due for a retry, read from the table so any replica runs them."""
+        if not self._uses_retries:
+            return
+        self._next_retry_at = None
+        for row in pending_retries(self.database):
+            configured = self._by_name.get(row.job_name)
+            if configured is None or not configured.enabled or not configured.job.retries:
+                continue
+            if row.retry_at > now:
+                self._note_retry(row.retry_at)
+            elif (row.job_name, row.scheduled_for) not in queued:
+                expires_at = configured.schedule.next_after(row.scheduled_for)
+                self.pending.append(Due(configured, row.scheduled_for, expires_at, retry=True))
+
+    def _note_retry(self, retry_at: datetime) -> None:
+        self._next_retry_at = min(self._next_retry_at or retry_at, retry_at)
 
     def attempt_pending(self) -> TickReport:
         """Attempt every pending (job, instant) once, in order; keep those not yet settled."""
@@ -166,12 +291,9 @@ class Worker:
                 continue
             if self.clock() >= item.expires_at:
                 report.expired += 1
-                logger.warning(
-                    "gave up on %s for %s: its next instant has come",
-                    item.job.name,
-                    item.scheduled_for.isoformat(),
-                    extra={"event": "run_expired", "job": item.job.name},
-                )
+                if not item.retry:
+                    reason = "missed: not settled before the job's next instant"
+                    report.missed += self._record_missed(item.job, [item.scheduled_for], reason)
                 continue
             result = attempt_run(
                 self.database,
@@ -180,10 +302,14 @@ class Worker:
                 trigger=Trigger.SCHEDULE,
                 settings=self.settings,
                 worker_id=self.worker_id,
+                expires_at=item.expires_at,
                 run_after=self.upstreams(item),
+                alarm=self.alarm,
             )
             if isinstance(result, RunOutcome):
                 report.outcomes.append(result)
+                if result.retry_at is not None:
+                    self._note_retry(result.retry_at)
             elif isinstance(result, Skip):
                 report.skipped += 1
             else:
@@ -193,16 +319,18 @@ class Worker:
         self.pending = still_pending
         return report
 
+    def _wake_at(self, now: datetime) -> datetime | None:
+        candidates = [t for t in (self.next_tick(now), self._next_retry_at) if t is not None]
+        if self.pending:
+            candidates.append(now + timedelta(seconds=POLL_DELAYS_S[self._poll]))
+        return min(candidates) if candidates else None
+
     def run_forever(self) -> TickReport:
         """Tick at every instant until the stop event is set; return the totals."""
         self.start()
         total = TickReport()
-        cursor = self.clock()
         while not self.stop_event.is_set():
-            wake_at = self.next_tick(cursor)
-            if self.pending:
-                poll = self.clock().timestamp() + POLL_DELAYS_S[self._poll]
-                wake_at = min(wake_at, datetime.fromtimestamp(poll, UTC)) if wake_at else None
+            wake_at = self._wake_at(self.clock())
             if wake_at is None:
                 logger.warning(
                     "no job is enabled; waiting for a stop signal",
@@ -213,16 +341,15 @@ class Worker:
             delay_s = (wake_at - self.clock()).total_seconds()
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
-            now = self.clock()
-            if self._tick_survives(now, after=cursor, total=total):
-                cursor = max(cursor, now)
+            self._tick_survives(self.clock(), total=total)
         logger.info("worker %s stopped", self.worker_id, extra={"event": "worker_stopped"})
         return total
 
-    def _tick_survives(self, now: datetime, *, after: datetime, total: TickReport) -> bool:
+    def _tick_survives(self, now: datetime, *, total: TickReport) -> bool:
         """Tick; on a database error log once, back off, and report False to retry."""
         try:
-            total.add(self.tick(now, after=after))
+            total.add(self.tick(now))
+            self.check_clock_skew(now)
         except DatabaseError as exc:
             if self._outage_backoff_s == 0:
                 logger.error(
@@ -239,9 +366,18 @@ class Worker:
         return True
 
     def run_once(self) -> TickReport:
-        """Settle each enabled job's latest instant, then return (for timers and CronJobs)."""
-        self.start()
-        total = self.tick(self.clock(), after=None)
+        """Settle each enabled job's latest instant, then return (for timers and CronJobs).
+
+        A job with no scheduled run yet has its latest instant run; otherwise the
+        same catch-up rules as the long-running worker apply.
+        """
+        now = self.clock()
+        self.start(now=now)
+        for configured in self.enabled:
+            if configured.name in self._without_history:
+                latest = configured.schedule.latest_at_or_before(now)
+                self.cursors[configured.name] = latest - timedelta(microseconds=1)
+        total = self.tick(now)
         while self.pending and not self.stop_event.is_set():
             self.stop_event.wait(POLL_DELAYS_S[self._poll])
             total.add(self.attempt_pending())

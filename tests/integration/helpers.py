@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 
 from app.db import Database
-from app.lock import ClaimResult, claim_run, ensure_jobs
+from app.lock import ClaimRequest, ClaimResult, claim_run, ensure_jobs
 
 INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -22,7 +22,7 @@ def claim(database: Database, job_name: str = "a", **options: Any) -> ClaimResul
         "worker_id": "test:1",
         "stale_after_s": 3600,
     }
-    return claim_run(database, job_name=job_name, **{**defaults, **options})
+    return claim_run(database, ClaimRequest(job_name=job_name, **{**defaults, **options}))
 
 
 def rows(database: Database, where: str = "true") -> list[Any]:

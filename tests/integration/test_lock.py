@@ -9,8 +9,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.lock import Claim, PreCheckFailed, Skip, Wait, finish_run
+from app.lock import Claim, PreCheckFailed, Skip, Wait, ensure_jobs
 from app.models import RunStatus
+from app.outcomes import finish_run
 from tests.integration.helpers import INSTANT, age_run, claim, rows
 
 
@@ -29,7 +30,7 @@ def test_claim_inserts_a_running_row(database: Database):
 def test_finish_records_success_with_result(database: Database):
     result = claim(database)
     assert isinstance(result, Claim)
-    assert finish_run(database, result, RunStatus.SUCCESS, result={"processed": 10})
+    assert finish_run(database, result.run_id, RunStatus.SUCCESS, result={"processed": 10}).landed
     [row] = rows(database)
     assert row.status == "SUCCESS"
     assert row.result == {"processed": 10}
@@ -42,16 +43,21 @@ def test_fresh_running_run_blocks_another_claim(database: Database):
     second = claim(database, scheduled_for=INSTANT + timedelta(minutes=1))
     assert isinstance(second, Skip)
     assert f"previous run {first.run_id}" in second.reason
+    assert second.recorded
     same = claim(database)
     assert isinstance(same, Skip)
     assert "already running" in same.reason
-    assert len(rows(database)) == 1
+    assert not same.recorded
+    running, skipped = rows(database)
+    assert running.status == "RUNNING"
+    assert (skipped.status, skipped.scheduled_for) == ("SKIPPED", INSTANT + timedelta(minutes=1))
+    assert skipped.error_message == second.reason
 
 
 def test_a_handled_instant_is_not_run_again(database: Database):
     first = claim(database)
     assert isinstance(first, Claim)
-    finish_run(database, first, RunStatus.SUCCESS)
+    finish_run(database, first.run_id, RunStatus.SUCCESS)
     again = claim(database)
     assert isinstance(again, Skip)
     assert f"already has run {first.run_id} (SUCCESS)" in again.reason
@@ -81,21 +87,20 @@ def test_staleness_uses_the_threshold(database: Database):
         claim(database, scheduled_for=INSTANT + timedelta(minutes=1), stale_after_s=60), Skip
     )
     assert isinstance(
-        claim(database, scheduled_for=INSTANT + timedelta(minutes=1), stale_after_s=20), Claim
+        claim(database, scheduled_for=INSTANT + timedelta(minutes=2), stale_after_s=20), Claim
     )
 
 
-def test_late_finish_after_takeover_is_fenced(database: Database, caplog: pytest.LogCaptureFixture):
+def test_late_finish_after_takeover_is_fenced(database: Database):
     slow = claim(database)
     assert isinstance(slow, Claim)
     age_run(database, slow.run_id, 7200)
     assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
-    assert finish_run(database, slow, RunStatus.SUCCESS) is False
+    assert finish_run(database, slow.run_id, RunStatus.SUCCESS).landed is False
     assert rows(database)[0].status == "FAILURE"
-    assert any(r.levelname == "ERROR" and "taken over" in r.message for r in caplog.records)
 
 
-def test_pre_check_reason_skips_without_writing(database: Database):
+def test_pre_check_reason_is_recorded_as_skipped(database: Database):
     seen = []
 
     def pre_check(session):
@@ -103,9 +108,14 @@ def test_pre_check_reason_skips_without_writing(database: Database):
         return "already done for this period"
 
     result = claim(database, pre_check=pre_check)
-    assert result == Skip("already done for this period")
+    assert result == Skip("already done for this period", recorded=True)
     assert seen == [0]
-    assert rows(database) == []
+    [row] = rows(database)
+    assert (row.status, row.error_message) == ("SKIPPED", "already done for this period")
+    assert row.completed_at is not None
+    assert claim(database, pre_check=pre_check) == Skip(
+        f"this instant already has run {row.id} (SKIPPED)"
+    )
 
 
 def test_pre_check_that_raises_records_a_failure(database: Database):
@@ -120,7 +130,7 @@ def test_pre_check_that_raises_records_a_failure(database: Database):
 
 
 def test_skip_locked_returns_none_while_another_claim_holds_the_row(database: Database):
-    claim(database, job_name="a", pre_check=lambda s: "warm-up")
+    ensure_jobs(database, ["a"])
     with database.transaction() as session:
         session.execute(text("SELECT * FROM job WHERE name = 'a' FOR UPDATE"))
         assert claim(database) is None
@@ -132,7 +142,7 @@ def test_run_after_waits_for_upstream_and_skips_on_its_failure(database: Databas
     up = claim(database, job_name="up")
     assert isinstance(up, Claim)
     assert isinstance(claim(database, job_name="down", run_after=["up"]), Wait)
-    finish_run(database, up, RunStatus.FAILURE, error="provider down")
+    finish_run(database, up.run_id, RunStatus.FAILURE, error="provider down")
     skipped = claim(database, job_name="down", run_after=["up"])
     assert isinstance(skipped, Skip)
     assert "upstream up ended FAILURE: provider down" in skipped.reason
@@ -140,7 +150,7 @@ def test_run_after_waits_for_upstream_and_skips_on_its_failure(database: Databas
     later = INSTANT + timedelta(minutes=1)
     up2 = claim(database, job_name="up", scheduled_for=later)
     assert isinstance(up2, Claim)
-    finish_run(database, up2, RunStatus.SUCCESS)
+    finish_run(database, up2.run_id, RunStatus.SUCCESS)
     assert isinstance(
         claim(database, job_name="down", run_after=["up"], scheduled_for=later), Claim
     )
@@ -152,7 +162,7 @@ def test_invariants_refuse_a_second_running_run_and_a_second_success(database: D
         "completed_at) VALUES ('a', :status, :at, 'schedule', 'x', "
         "CASE WHEN :status = 'RUNNING' THEN NULL ELSE now() END)"
     )
-    claim(database, pre_check=lambda s: "create the job row only")
+    ensure_jobs(database, ["a"])
     with database.transaction() as session:
         session.execute(text(insert), {"status": "RUNNING", "at": INSTANT})
     with pytest.raises(IntegrityError), database.engine.begin() as conn:
@@ -169,12 +179,12 @@ def test_a_second_success_for_an_instant_is_recorded_as_failure(database: Databa
     with database.transaction() as session:  # a writer that bypassed the lock
         session.execute(
             text(
-                "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, worker_id, "
-                "completed_at) VALUES ('a', 'SUCCESS', :at, 'manual', 'rogue', now())"
+                "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, attempt, "
+                "worker_id, completed_at) VALUES ('a', 'SUCCESS', :at, 'manual', 2, 'rogue', now())"
             ),
             {"at": INSTANT},
         )
-    assert finish_run(database, run, RunStatus.SUCCESS) is False
+    assert finish_run(database, run.run_id, RunStatus.SUCCESS).landed is False
     mine = rows(database, f"id = {run.run_id}")[0]
     assert (mine.status, mine.error_message) == (
         "FAILURE",
@@ -185,6 +195,6 @@ def test_a_second_success_for_an_instant_is_recorded_as_failure(database: Databa
 def test_a_run_without_result_stores_sql_null(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    finish_run(database, run, RunStatus.SUCCESS, result=None)
+    finish_run(database, run.run_id, RunStatus.SUCCESS, result=None)
     with database.transaction() as session:
         assert session.execute(text("SELECT result IS NULL FROM job_execution")).scalar() is True

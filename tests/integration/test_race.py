@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import text
 
 from app.db import Database
-from app.lock import Claim, Skip, claim_run, ensure_jobs, finish_run
+from app.lock import Claim, ClaimRequest, Skip, claim_run, ensure_jobs
 from app.models import RunStatus
+from app.outcomes import finish_run
 from tests.integration.helpers import INSTANT
 
 PROCESSES = 8
@@ -24,15 +25,17 @@ def _claimer(url: str, barrier, results, wait_for_lock: bool) -> None:
             barrier.wait(timeout=30)
             outcome = claim_run(
                 database,
-                job_name="contested",
-                scheduled_for=INSTANT + timedelta(minutes=round_no),
-                trigger="schedule",
-                worker_id=f"proc:{multiprocessing.current_process().pid}",
-                stale_after_s=3600,
-                wait_for_lock=wait_for_lock,
+                ClaimRequest(
+                    job_name="contested",
+                    scheduled_for=INSTANT + timedelta(minutes=round_no),
+                    trigger="schedule",
+                    worker_id=f"proc:{multiprocessing.current_process().pid}",
+                    stale_after_s=3600,
+                    wait_for_lock=wait_for_lock,
+                ),
             )
             if isinstance(outcome, Claim):
-                finish_run(database, outcome, RunStatus.SUCCESS)
+                finish_run(database, outcome.run_id, RunStatus.SUCCESS)
                 results.put((round_no, "claim"))
             else:
                 results.put((round_no, "skip" if isinstance(outcome, Skip) else "locked"))

@@ -155,7 +155,7 @@ def test_a_second_signal_stops_at_once_and_records_failure(
     with database.transaction() as session:
         runs = session.execute(text("SELECT status, error_message FROM job_execution")).all()
     assert [(r.status, r.error_message) for r in runs] == [
-        ("FAILURE", "interrupted: KeyboardInterrupt")
+        ("FAILURE", "interrupted by a second stop signal")
     ]
 
 

@@ -44,7 +44,7 @@ def make_worker(
         worker_id=worker_id,
         clock=clock or FrozenClock(NOON + timedelta(seconds=1)),
     )
-    worker.start()
+    worker.start(now=NOON - timedelta(seconds=1))
     return worker
 
 
@@ -56,9 +56,7 @@ def test_tick_runs_due_jobs_in_registration_order(database: Database):
         return {"job": ctx.job_name}
 
     jobs = [Job(name=n, body=body, schedule="* * * * *") for n in ("c", "a", "b")]
-    report = make_worker(database, jobs).tick(
-        NOON + timedelta(seconds=1), after=NOON - timedelta(seconds=1)
-    )
+    report = make_worker(database, jobs).tick(NOON + timedelta(seconds=1))
     assert order == ["c", "a", "b"]
     assert [o.status for o in report.outcomes] == ["SUCCESS"] * 3
     assert [(r.job_name, r.status, r.scheduled_for, r.result) for r in rows(database)] == [
@@ -76,7 +74,7 @@ def test_a_failing_body_is_recorded_and_the_tick_goes_on(database: Database):
         Job(name="broken", body=broken, schedule="* * * * *"),
         Job(name="fine", body=lambda ctx: None, schedule="* * * * *"),
     ]
-    report = make_worker(database, jobs).tick(NOON, after=None)
+    report = make_worker(database, jobs).tick(NOON)
     assert report.failed == 1
     broken_row, fine_row = rows(database)
     assert (broken_row.status, broken_row.error_message) == (
@@ -89,7 +87,7 @@ def test_a_failing_body_is_recorded_and_the_tick_goes_on(database: Database):
 
 def test_a_result_that_is_not_json_is_a_failure(database: Database):
     jobs = [Job(name="odd", body=lambda ctx: {"when": datetime.now(UTC)}, schedule="* * * * *")]
-    make_worker(database, jobs).tick(NOON, after=None)
+    make_worker(database, jobs).tick(NOON)
     [row] = rows(database)
     assert row.status == "FAILURE"
     assert "not JSON serializable" in row.error_message
@@ -101,7 +99,7 @@ def test_an_interrupt_in_the_body_is_recorded_and_re_raised(database: Database):
 
     worker = make_worker(database, [Job(name="slow", body=interrupted, schedule="* * * * *")])
     with pytest.raises(KeyboardInterrupt):
-        worker.tick(NOON, after=None)
+        worker.tick(NOON)
     [row] = rows(database)
     assert (row.status, row.error_message) == ("FAILURE", "interrupted: KeyboardInterrupt")
 
@@ -109,7 +107,7 @@ def test_an_interrupt_in_the_body_is_recorded_and_re_raised(database: Database):
 def test_a_disabled_job_writes_nothing(database: Database):
     ran = []
     jobs = [Job(name="off", body=lambda ctx: ran.append(1), schedule="* * * * *")]
-    report = make_worker(database, jobs, environ={"OFF_ENABLED": "false"}).tick(NOON, after=None)
+    report = make_worker(database, jobs, environ={"OFF_ENABLED": "false"}).tick(NOON)
     assert (ran, report.outcomes, rows(database)) == ([], [], [])
 
 
@@ -130,11 +128,15 @@ def test_the_jobs_pre_check_sees_the_instant_and_can_skip(database: Database):
         )
     ]
     worker = make_worker(database, jobs)
-    report = worker.tick(NOON, after=None)
+    report = worker.tick(NOON)
     assert report.skipped == 1
     assert ran == []
-    assert rows(database) == []
-    worker.tick(NOON + timedelta(minutes=1), after=NOON)
+    [skipped] = rows(database)
+    assert (skipped.status, skipped.error_message) == (
+        "SKIPPED",
+        "invoices already synced for this hour",
+    )
+    worker.tick(NOON + timedelta(minutes=1))
     assert ran == [NOON + timedelta(minutes=1)]
     assert [c.scheduled_for for c in seen] == [NOON, NOON + timedelta(minutes=1)]
 
@@ -142,8 +144,9 @@ def test_the_jobs_pre_check_sees_the_instant_and_can_skip(database: Database):
 def test_a_late_replica_does_not_repeat_an_instant(database: Database):
     ran = []
     jobs = [Job(name="once", body=lambda ctx: ran.append(1), schedule="* * * * *")]
-    make_worker(database, jobs, worker_id="w1").tick(NOON, after=None)
-    late = make_worker(database, jobs, worker_id="w2").tick(NOON, after=None)
+    first, second = (make_worker(database, jobs, worker_id=w) for w in ("w1", "w2"))
+    first.tick(NOON)
+    late = second.tick(NOON)
     assert ran == [1]
     assert late.skipped == 1
     assert len(rows(database)) == 1
@@ -193,10 +196,17 @@ def test_run_after_skips_when_the_upstream_failed(database: Database):
             run_after=("sync-invoices",),
         ),
     ]
-    report = make_worker(database, jobs).tick(NOON, after=None)
+    report = make_worker(database, jobs).tick(NOON)
     assert report.failed == 1
     assert report.skipped == 1
-    assert [r.job_name for r in rows(database)] == ["sync-invoices"]
+    assert [(r.job_name, r.status, r.error_message) for r in rows(database)] == [
+        ("sync-invoices", "FAILURE", "RuntimeError: no invoices"),
+        (
+            "send-reminders",
+            "SKIPPED",
+            "upstream sync-invoices ended FAILURE: RuntimeError: no invoices",
+        ),
+    ]
 
 
 def test_pending_instant_expires_at_the_jobs_next_instant(database: Database):

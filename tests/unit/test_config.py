@@ -13,7 +13,10 @@ def test_defaults():
     assert settings.jobs_module == "instrumentation"
     assert settings.default_schedule == "0 0 * * *"
     assert settings.cron_tz.key == "UTC"
-    assert settings.stale_threshold_s == 3600
+    assert settings.stale_threshold_s == 60
+    assert settings.heartbeat_interval_s == 15
+    assert settings.shutdown_grace_s == 30
+    assert settings.max_clock_skew_s == 2
     assert settings.history_retention_days == 30
 
 

@@ -1,0 +1,80 @@
+"""Stopping a job body from outside: timeouts and the end of the shutdown grace.
+
+Python cannot kill a thread, so bodies run in the main thread and are interrupted
+by SIGALRM: the handler raises `RunInterrupted`, a BaseException so a body's own
+``except Exception`` does not swallow it. A signal also wakes a body blocked in
+``time.sleep`` or a socket read. The alarm fires only while a body is running; a
+deadline that passes while cronlock itself is writing an outcome is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+
+class RunInterrupted(BaseException):
+    """A running body was stopped; `reason` becomes the run's error message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Alarm:
+    """One deadline at a time for the body running in the main thread."""
+
+    def __init__(self) -> None:
+        self._deadline: float | None = None
+        self._reason = ""
+        self._in_body = False
+
+    @staticmethod
+    def available() -> bool:
+        """SIGALRM handlers can only be installed from the main thread."""
+        return threading.current_thread() is threading.main_thread()
+
+    def arm(self, seconds: float, reason: str) -> None:
+        """Interrupt the body in `seconds`, unless an earlier deadline is already set."""
+        if not self.available():
+            return
+        deadline = time.monotonic() + max(seconds, 0.0)
+        if self._deadline is not None and self._deadline <= deadline:
+            return
+        self._deadline, self._reason = deadline, reason
+        signal.signal(signal.SIGALRM, self._fire)
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+
+    def disarm(self) -> None:
+        """Cancel any deadline."""
+        if self.available():
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        self._deadline = None
+
+    def interrupt_now(self, reason: str) -> None:
+        """Raise RunInterrupted at once if a body is running (a second stop signal)."""
+        if self._in_body:
+            self._in_body = False
+            raise RunInterrupted(reason)
+
+    @contextmanager
+    def body(self) -> Iterator[None]:
+        """Mark the span in which an interrupt may be raised."""
+        self._in_body = True
+        try:
+            yield
+        finally:
+            self._in_body = False
+
+    def _fire(self, _signum: int, _frame: FrameType | None) -> None:
+        self._deadline = None
+        if self._in_body:
+            self._in_body = False
+            raise RunInterrupted(self._reason)

@@ -1,0 +1,206 @@
+"""Everything written about a run after its claim: heartbeats, outcomes, missed instants.
+
+Every write to a RUNNING run is guarded by ``id = <run> AND status = 'RUNNING'``:
+the run id is the fencing token. Once another worker has declared the run
+abandoned, a late heartbeat or finish from the old owner lands nowhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Float,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from app.db import Database
+from app.models import JobExecution, JobRow, RunStatus, Trigger
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_LENGTH = 4000
+MAX_MISSED_PER_CALL = 1000
+
+_run = JobExecution
+_delay = bindparam("retry_delay_s", type_=Float())
+_expires = bindparam("expires_at", type_=DateTime(timezone=True))
+_retry_at = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, _delay)
+
+_FINISH = (
+    update(_run)
+    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
+    .values(
+        status=bindparam("new_status"),
+        completed_at=func.now(),
+        result=bindparam("new_result", type_=_run.__table__.c.result.type),
+        error_message=bindparam("new_error"),
+        # A retry is only worth scheduling before the job's next instant.
+        retry_at=case((_retry_at < _expires, _retry_at), else_=None),
+    )
+    .returning(_run.id, _run.retry_at)
+)
+
+_HEARTBEAT = (
+    update(_run)
+    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
+    .values(heartbeat_at=func.now())
+    .returning(_run.id)
+)
+
+_PENDING_RETRIES = select(_run.job_name, _run.scheduled_for, _run.retry_at).where(
+    _run.retry_at.is_not(None)
+)
+
+
+def truncate(error: str | None) -> str | None:
+    """Cap stored error messages; the log line keeps the whole text."""
+    if error is not None and len(error) > MAX_ERROR_LENGTH:
+        return error[: MAX_ERROR_LENGTH - 1] + "…"
+    return error
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a finish write did: landed (the run was still ours) and any retry it set."""
+
+    landed: bool
+    retry_at: datetime | None = None
+
+
+def finish_params(
+    run_id: int,
+    status: RunStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    retry_delay_s: float | None = None,
+    expires_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Bind values for the finish statement (shared by the autocommit and transactional paths)."""
+    return {
+        "run_id": run_id,
+        "new_status": status,
+        "new_result": result,
+        "new_error": truncate(error),
+        "retry_delay_s": retry_delay_s,
+        "expires_at": expires_at,
+    }
+
+
+def finish_on(conn: Connection, params: dict[str, Any]) -> Finished:
+    """Run the finish statement on `conn` (inside the caller's transaction, if any)."""
+    row = conn.execute(_FINISH, params).first()
+    return Finished(False) if row is None else Finished(True, row.retry_at)
+
+
+def finish_run(
+    database: Database,
+    run_id: int,
+    status: RunStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    retry_delay_s: float | None = None,
+    expires_at: datetime | None = None,
+) -> Finished:
+    """Record a run's outcome in one autocommit statement; fenced by the run id.
+
+    With `retry_delay_s`, a FAILURE also gets retry_at = now() + delay, unless that
+    falls at or after `expires_at` (the job's next instant).
+    """
+    params = finish_params(
+        run_id,
+        status,
+        result=result,
+        error=error,
+        retry_delay_s=retry_delay_s,
+        expires_at=expires_at,
+    )
+    try:
+        with database.autocommit() as conn:
+            return finish_on(conn, params)
+    except IntegrityError:
+        # Only reachable if the lock was bypassed: the instant already has a SUCCESS.
+        logger.error(
+            "run %s would be a second SUCCESS for its instant; recorded FAILURE instead",
+            run_id,
+            extra={"event": "run_duplicate", "run_id": run_id},
+        )
+        duplicate = finish_params(
+            run_id, RunStatus.FAILURE, error="duplicate: this instant already has a SUCCESS run"
+        )
+        with database.autocommit() as conn:
+            finish_on(conn, duplicate)
+        return Finished(False)
+
+
+def renew_lease(database: Database, run_id: int) -> bool:
+    """Move the run's heartbeat to now() (database clock); False once it is no longer ours."""
+    with database.autocommit() as conn:
+        return conn.execute(_HEARTBEAT, {"run_id": run_id}).first() is not None
+
+
+def record_missed(
+    database: Database, job_name: str, instants: Sequence[datetime], reason: str
+) -> int:
+    """Record MISSED for instants no worker ran; instants that have a run are left alone."""
+    if not instants:
+        return 0
+    rows = [
+        {
+            "job_name": job_name,
+            "status": RunStatus.MISSED,
+            "scheduled_for": instant,
+            "trigger": Trigger.SCHEDULE,
+            "attempt": 1,
+            "worker_id": "-",
+            "error_message": truncate(reason),
+        }
+        for instant in instants[-MAX_MISSED_PER_CALL:]
+    ]
+    statement = (
+        pg_insert(_run)
+        .values(completed_at=func.now())
+        .on_conflict_do_nothing(constraint="uq_job_execution_instant_attempt")
+        .returning(_run.id)
+    )
+    with database.connection() as conn:
+        return len(conn.execute(statement, rows).all())
+
+
+def pending_retries(database: Database) -> list[Any]:
+    """Failed runs with a retry still to come: (job_name, scheduled_for, retry_at)."""
+    with database.autocommit() as conn:
+        return list(conn.execute(_PENDING_RETRIES).all())
+
+
+def last_scheduled_instants(database: Database, names: Sequence[str]) -> dict[str, datetime]:
+    """The latest instant each job has any scheduled run for: where catch-up starts."""
+    latest = (
+        select(func.max(_run.scheduled_for))
+        .where(_run.job_name == JobRow.name, _run.trigger == Trigger.SCHEDULE)
+        .scalar_subquery()
+    )
+    query = select(JobRow.name, latest).where(JobRow.name.in_(list(names)))
+    with database.autocommit() as conn:
+        return {name: instant for name, instant in conn.execute(query) if instant is not None}
+
+
+def database_now(database: Database) -> datetime:
+    """The database clock, for comparing with the worker's."""
+    with database.autocommit() as conn:
+        moment: datetime = conn.execute(select(func.now())).scalar_one()
+    return moment
