@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import Connection, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.config import Settings
@@ -72,8 +72,8 @@ def cap_statements(session: Session, timeout_s: float) -> None:
     milliseconds = str(max(int(timeout_s * 1000), 1))
 
     @event.listens_for(session, "after_begin")
-    def _cap(s: Session, _tx: SessionTransaction, connection: object) -> None:
-        s.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+    def _cap(_s: Session, _tx: SessionTransaction, connection: Connection) -> None:
+        connection.execute(select(func.set_config("statement_timeout", milliseconds, True)))
 
 
 JobResult = Mapping[str, Any] | None

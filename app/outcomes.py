@@ -60,9 +60,12 @@ _HEARTBEAT = (
     .returning(_run.id)
 )
 
-_PENDING_RETRIES = select(_run.job_name, _run.scheduled_for, _run.retry_at).where(
-    _run.retry_at.is_not(None)
-)
+_PENDING_RETRIES = select(
+    _run.job_name,
+    _run.scheduled_for,
+    _run.retry_at,
+    (_run.retry_at <= func.now()).label("due"),
+).where(_run.retry_at.is_not(None))
 
 
 def truncate(error: str | None) -> str | None:
@@ -182,7 +185,10 @@ def record_missed(
 
 
 def pending_retries(database: Database) -> list[Any]:
-    """Failed runs with a retry still to come: (job_name, scheduled_for, retry_at)."""
+    """Failed runs with a retry still to come: job_name, scheduled_for, retry_at, due.
+
+    `due` is judged by the database clock, as the claim will judge it.
+    """
     with database.autocommit() as conn:
         return list(conn.execute(_PENDING_RETRIES).all())
 

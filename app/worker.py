@@ -242,7 +242,7 @@ class Worker:
                     expires_at = configured.schedule.next_after(latest)
                     self.pending.append(Due(configured, latest, expires_at))
             report.missed += self._record_missed(configured, older, reason)
-        self._queue_retries(now, queued)
+        self._queue_retries(queued)
         self.pending.sort(key=lambda d: (d.scheduled_for, self._order[d.job.name]))
         report.add(self.attempt_pending())
         return report
@@ -264,7 +264,7 @@ class Worker:
             )
         return recorded
 
-    def _queue_retries(self, now: datetime, queued: set[tuple[str, datetime]]) -> None:
+    def _queue_retries(self, queued: set[tuple[str, datetime]]) -> None:
         """Queue failed runs due for a retry, read from the table so any replica runs them."""
         if not self._uses_retries:
             return
@@ -273,7 +273,7 @@ class Worker:
             configured = self._by_name.get(row.job_name)
             if configured is None or not configured.enabled or not configured.job.retries:
                 continue
-            if row.retry_at > now:
+            if not row.due:
                 self._note_retry(row.retry_at)
             elif (row.job_name, row.scheduled_for) not in queued:
                 expires_at = configured.schedule.next_after(row.scheduled_for)

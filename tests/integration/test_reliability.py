@@ -1,0 +1,422 @@
+"""Leases, fencing, timeouts, retries, catch-up, transactional jobs, outages: in one process.
+
+The fault-injection suite (tests/integration/test_faults.py) does the same with
+real processes being killed and a real server being stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.db import Database
+from app.interrupts import Alarm
+from app.job import Job, RunContext
+from app.lease import Lease
+from app.lock import Claim
+from app.registry import JobRegistry, configure
+from app.runner import execute
+from app.worker import Worker, utc_now
+from tests.integration.helpers import INSTANT, age_run, claim, rows
+
+NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+FAST = {"STALE_JOB_THRESHOLD_SECONDS": "1", "HEARTBEAT_INTERVAL_SECONDS": "0.1"}
+
+
+def wait_until(predicate, timeout_s: float = 30) -> None:
+    """Poll until `predicate()`: the database decides; the timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never became true")
+
+
+def worker_for(database, jobs, *, environ=None, clock=None, start_at=None) -> Worker:
+    settings = Settings.from_env(environ or {})
+    worker = Worker(
+        database,
+        configure(JobRegistry(jobs), settings),
+        settings,
+        worker_id="test:1",
+        clock=clock or utc_now,
+    )
+    worker.start(now=start_at)
+    return worker
+
+
+def refuse_connections(admin_url: str, db_url: str, refused: bool) -> None:
+    """Make the test database refuse (or accept again) new connections, dropping current ones."""
+    name = make_url(db_url).database
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not refused).lower()}')
+        if refused:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+
+# -- leases and fencing ------------------------------------------------------------------
+
+
+def test_heartbeats_keep_a_long_run_from_being_taken_over(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    cancelled = threading.Event()
+    with Lease(
+        database,
+        run_id=run.run_id,
+        job_name="a",
+        interval_s=0.1,
+        stale_after_s=1,
+        cancelled=cancelled,
+    ):
+        deadline = time.monotonic() + 2.5  # longer than the stale threshold
+        while time.monotonic() < deadline:
+            rival = claim(database, scheduled_for=INSTANT + timedelta(minutes=5), stale_after_s=1)
+            assert "still running" in rival.reason or "already has run" in rival.reason
+            time.sleep(0.2)
+    assert not cancelled.is_set()
+    assert rows(database, f"id = {run.run_id}")[0].status == "RUNNING"
+
+
+def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    cancelled = threading.Event()
+    lease = Lease(
+        database,
+        run_id=run.run_id,
+        job_name="a",
+        interval_s=0.1,
+        stale_after_s=60,
+        cancelled=cancelled,
+    )
+    with lease:
+        age_run(database, run.run_id, 3600)
+        assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
+        assert cancelled.wait(10)
+    assert lease.lost_reason == "another worker took the run over"
+
+
+def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    cancelled = threading.Event()
+    lease = Lease(
+        database,
+        run_id=run.run_id,
+        job_name="a",
+        interval_s=0.1,
+        stale_after_s=0.5,
+        cancelled=cancelled,
+    )
+    try:
+        with lease:
+            refuse_connections(pg_admin_url, db_url, refused=True)
+            assert cancelled.wait(20)
+    finally:
+        refuse_connections(pg_admin_url, db_url, refused=False)
+    assert lease.lost_reason.startswith("no heartbeat landed for")
+
+
+def test_a_run_whose_lease_is_lost_is_never_recorded_success(database: Database):
+    """The body sees should_stop() once taken over; its SUCCESS is replaced and fenced."""
+    settings = Settings.from_env(FAST)
+    seen_stop = []
+
+    def body(ctx: RunContext):
+        deadline = time.monotonic() + 20
+        while not ctx.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen_stop.append(ctx.should_stop())
+        return {"finished": True}
+
+    job = Job(name="a", body=body, schedule="* * * * *")
+    run = claim(database)
+    assert isinstance(run, Claim)
+
+    def take_over():
+        wait_until(lambda: rows(database, f"id = {run.run_id}")[0].status == "RUNNING")
+        age_run(database, run.run_id, 3600)
+        claim(database, scheduled_for=INSTANT + timedelta(minutes=1), worker_id="rival:2")
+
+    rival = threading.Thread(target=take_over)
+    rival.start()
+    outcome = execute(database, job, run, settings, alarm=Alarm())
+    rival.join()
+    assert seen_stop == [True]
+    assert (outcome.status, outcome.recorded) == ("FAILURE", False)
+    assert outcome.error == "lease lost: another worker took the run over"
+    first = rows(database, f"id = {run.run_id}")[0]
+    assert first.status == "FAILURE"
+    assert first.error_message.startswith("abandoned:")
+
+
+# -- timeouts ------------------------------------------------------------------------------
+
+
+def test_a_job_over_its_timeout_is_interrupted_and_the_tick_goes_on(database: Database):
+    jobs = [
+        Job(name="stuck", body=lambda ctx: time.sleep(30), schedule="* * * * *", timeout_s=0.3),
+        Job(name="next", body=lambda ctx: {"ran": True}, schedule="* * * * *"),
+    ]
+    clock = lambda: NOON  # noqa: E731
+    report = worker_for(database, jobs, clock=clock, start_at=NOON - timedelta(seconds=1)).tick(
+        NOON
+    )
+    assert [o.status for o in report.outcomes] == ["FAILURE", "SUCCESS"]
+    stuck, following = rows(database)
+    assert (stuck.status, stuck.error_message) == ("FAILURE", "timed out after 0.3s")
+    assert following.status == "SUCCESS"
+
+
+def test_a_timed_job_gets_a_statement_timeout(database: Database):
+    seen = []
+
+    def body(ctx: RunContext):
+        with ctx.session() as session, session.begin():
+            seen.append(session.execute(text("SHOW statement_timeout")).scalar())
+
+    jobs = [Job(name="capped", body=body, schedule="* * * * *", timeout_s=2.5)]
+    worker_for(database, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)).tick(NOON)
+    assert seen == ["2500ms"]
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def test_a_failed_instant_is_retried_with_growing_backoff(database: Database):
+    attempts = []
+
+    def flaky(ctx: RunContext):
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt} failed")
+        return {"attempt": ctx.attempt}
+
+    jobs = [Job(name="flaky", body=flaky, schedule="0 0 * * *", retries=3, retry_backoff_s=0.2)]
+    worker = worker_for(database, jobs)
+    worker.run_once()
+    for _ in range(2):
+        wait_until(lambda: _retry_due(database))
+        worker.tick(utc_now())
+    assert attempts == [1, 2, 3]
+    first, second, third = rows(database)
+    assert [r.status for r in (first, second, third)] == ["FAILURE", "FAILURE", "SUCCESS"]
+    assert len({r.scheduled_for for r in (first, second, third)}) == 1
+    gap_1 = (second.started_at - first.completed_at).total_seconds()
+    gap_2 = (third.started_at - second.completed_at).total_seconds()
+    assert gap_1 >= 0.2 * 0.5
+    assert gap_2 >= 0.4 * 0.5
+    with database.transaction() as session:
+        assert (
+            session.execute(
+                text("SELECT count(*) FROM job_execution WHERE retry_at IS NOT NULL")
+            ).scalar()
+            == 0
+        )
+
+
+def _retry_due(database: Database) -> bool:
+    with database.transaction() as session:
+        return bool(
+            session.execute(text("SELECT bool_or(retry_at <= now()) FROM job_execution")).scalar()
+        )
+
+
+def test_a_retry_never_runs_past_the_next_instant(database: Database):
+    def failing(ctx):
+        raise RuntimeError("down")
+
+    jobs = [
+        Job(name="daily", body=failing, schedule="0 0 * * *", retries=5, retry_backoff_s=2 * 86400)
+    ]
+    report = worker_for(database, jobs).run_once()
+    [outcome] = report.outcomes
+    assert outcome.retry_at is None
+    assert rows(database)[0].status == "FAILURE"
+
+
+def test_an_abandoned_run_with_retries_left_is_run_again_for_its_instant(database: Database):
+    dead = claim(database, worker_id="dead:1")
+    assert isinstance(dead, Claim)
+    age_run(database, dead.run_id, 3600)
+    again = claim(database, worker_id="live:2", retries=1)
+    assert isinstance(again, Claim)
+    assert again.attempt == 2
+    first, second = rows(database)
+    assert (first.status, second.status, second.scheduled_for) == ("FAILURE", "RUNNING", INSTANT)
+
+
+# -- every instant gets an outcome ---------------------------------------------------------------
+
+
+def _history(database, job: str, *instants: datetime) -> None:
+    for instant in instants:
+        run = claim(database, job_name=job, scheduled_for=instant)
+        from app.models import RunStatus
+        from app.outcomes import finish_run
+
+        finish_run(database, run.run_id, RunStatus.SUCCESS)
+
+
+def test_after_an_outage_the_latest_instant_is_caught_up_and_older_ones_missed(database: Database):
+    _history(database, "minutely", NOON)
+    ran = []
+    jobs = [
+        Job(name="minutely", body=lambda ctx: ran.append(ctx.scheduled_for), schedule="* * * * *")
+    ]
+    back_at = NOON + timedelta(minutes=5, seconds=10)
+    worker = worker_for(database, jobs, clock=lambda: back_at, start_at=back_at)
+    report = worker.tick(back_at)
+    assert ran == [NOON + timedelta(minutes=5)]
+    assert report.missed == 4
+    statuses = [(r.scheduled_for - NOON, r.status) for r in rows(database)]
+    assert statuses[0] == (timedelta(0), "SUCCESS")
+    assert sorted(statuses[1:]) == [(timedelta(minutes=m), "MISSED") for m in (1, 2, 3, 4)] + [
+        (timedelta(minutes=5), "SUCCESS")
+    ]
+    # A second replica doing the same work records nothing twice.
+    twin = worker_for(database, jobs, clock=lambda: back_at, start_at=back_at)
+    twin.cursors["minutely"] = NOON
+    assert twin.tick(back_at).missed == 0
+    assert len(rows(database)) == 6
+
+
+def test_an_instant_later_than_the_misfire_grace_is_missed_not_run(database: Database):
+    _history(database, "strict", NOON)
+    ran = []
+    jobs = [
+        Job(name="strict", body=lambda ctx: ran.append(1), schedule="* * * * *", misfire_grace_s=5)
+    ]
+    back_at = NOON + timedelta(minutes=2, seconds=30)
+    worker_for(database, jobs, clock=lambda: back_at, start_at=back_at).tick(back_at)
+    assert ran == []
+    missed = [r for r in rows(database) if r.status == "MISSED"]
+    assert [r.scheduled_for - NOON for r in missed] == [timedelta(minutes=1), timedelta(minutes=2)]
+    assert "beyond the misfire grace of 5s" in missed[-1].error_message
+
+
+def test_a_new_job_does_not_backfill(database: Database):
+    jobs = [Job(name="fresh", body=lambda ctx: None, schedule="* * * * *")]
+    start = NOON + timedelta(minutes=5, seconds=10)
+    assert (
+        worker_for(database, jobs, clock=lambda: start, start_at=start).tick(start).outcomes == []
+    )
+    assert rows(database) == []
+
+
+def test_a_pending_instant_that_expires_is_recorded_missed(database: Database):
+    moment = {"now": NOON}
+    jobs = [
+        Job(name="up", body=lambda ctx: None, schedule="* * * * *"),
+        Job(name="down", body=lambda ctx: None, schedule="* * * * *", run_after=("up",)),
+    ]
+    worker = worker_for(database, jobs, clock=lambda: moment["now"], start_at=NOON)
+    worker.pending = worker.due(after=None, now=NOON)[1:]
+    worker.attempt_pending()
+    moment["now"] = NOON + timedelta(minutes=1)
+    report = worker.attempt_pending()
+    assert (report.expired, report.missed) == (1, 1)
+    [missed] = rows(database)
+    assert (missed.job_name, missed.status) == ("down", "MISSED")
+    assert "not settled before the job's next instant" in missed.error_message
+
+
+# -- transactional jobs ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ledger(database: Database) -> Database:
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE ledger (instant timestamptz PRIMARY KEY, amount int)"))
+    return database
+
+
+def _ledger(database: Database) -> list:
+    with database.transaction() as session:
+        return list(session.execute(text("SELECT amount FROM ledger")).scalars())
+
+
+def _write_ledger(fail: bool):
+    def body(ctx: RunContext):
+        session = ctx.session()
+        session.execute(text("INSERT INTO ledger VALUES (:at, 100)"), {"at": ctx.scheduled_for})
+        if fail:
+            raise RuntimeError("after the write")
+        return {"written": 1}
+
+    return body
+
+
+def test_a_transactional_job_commits_its_writes_with_its_success(ledger: Database):
+    jobs = [
+        Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
+    ]
+    worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)).tick(NOON)
+    assert _ledger(ledger) == [100]
+    assert rows(ledger)[0].status == "SUCCESS"
+
+
+def test_a_failing_transactional_job_leaves_no_partial_writes(ledger: Database):
+    jobs = [
+        Job(name="book", body=_write_ledger(fail=True), schedule="* * * * *", transactional=True)
+    ]
+    worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)).tick(NOON)
+    assert _ledger(ledger) == []
+    assert rows(ledger)[0].status == "FAILURE"
+
+
+def test_a_transactional_run_taken_over_rolls_its_writes_back(ledger: Database):
+    job = Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
+    run = claim(ledger, job_name="book")
+    age_run(ledger, run.run_id, 3600)
+    claim(ledger, job_name="book", scheduled_for=INSTANT + timedelta(minutes=1))
+    outcome = execute(ledger, job, run, Settings.from_env({}), alarm=Alarm())
+    assert (outcome.status, outcome.recorded) == ("SUCCESS", False)
+    assert _ledger(ledger) == []
+
+
+# -- outages and clocks ----------------------------------------------------------------------------
+
+
+def test_an_outcome_that_cannot_be_written_is_retried_until_it_lands(
+    db_url, pg_admin_url, database: Database, caplog
+):
+    caplog.set_level(logging.INFO)
+
+    def body(ctx: RunContext):
+        refuse_connections(pg_admin_url, db_url, refused=True)
+        threading.Timer(1.0, refuse_connections, (pg_admin_url, db_url, False)).start()
+        return {"done": True}
+
+    jobs = [Job(name="outage", body=body, schedule="* * * * *")]
+    try:
+        report = worker_for(
+            database, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)
+        ).tick(NOON)
+    finally:
+        refuse_connections(pg_admin_url, db_url, refused=False)
+    assert [(o.status, o.recorded) for o in report.outcomes] == [("SUCCESS", True)]
+    assert rows(database)[0].status == "SUCCESS"
+    assert [getattr(r, "event", "") for r in caplog.records].count("run_record_failed") == 1
+
+
+@pytest.mark.parametrize(("offset_s", "warned"), [(10, True), (-10, True), (0, False)])
+def test_clock_skew_is_warned_about(database: Database, caplog, offset_s: int, warned: bool):
+    skewed = lambda: utc_now() + timedelta(seconds=offset_s)  # noqa: E731
+    worker_for(database, [Job(name="a", body=lambda ctx: None, schedule="* * * * *")], clock=skewed)
+    events = [getattr(r, "event", "") for r in caplog.records]
+    assert ("clock_skew" in events) is warned
