@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     DateTime,
     Float,
+    Interval,
     bindparam,
     case,
     func,
+    or_,
     select,
     update,
 )
@@ -60,12 +62,19 @@ _HEARTBEAT = (
     .returning(_run.id)
 )
 
+_stale = _run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())
 _PENDING_RETRIES = select(
     _run.job_name,
     _run.scheduled_for,
-    _run.retry_at,
-    (_run.retry_at <= func.now()).label("due"),
-).where(_run.retry_at.is_not(None))
+    func.coalesce(_run.retry_at, func.now()).label("retry_at"),
+    func.coalesce(_run.retry_at <= func.now(), True).label("due"),
+).where(
+    or_(
+        _run.retry_at.is_not(None),
+        # An abandoned run not yet marked: the claim of its retry will mark it.
+        (_run.status == RunStatus.RUNNING) & _stale,
+    )
+)
 
 
 def truncate(error: str | None) -> str | None:
@@ -184,13 +193,16 @@ def record_missed(
         return len(conn.execute(statement, rows).all())
 
 
-def pending_retries(database: Database) -> list[Any]:
-    """Failed runs with a retry still to come: job_name, scheduled_for, retry_at, due.
+def pending_retries(database: Database, *, stale_after_s: float) -> list[Any]:
+    """Runs with a retry still to come: job_name, scheduled_for, retry_at, due.
 
-    `due` is judged by the database clock, as the claim will judge it.
+    Failed runs with retry_at, and RUNNING runs whose heartbeat is stale (their
+    worker died; the retry's claim marks them abandoned). `due` is judged by the
+    database clock, as the claim will judge it.
     """
+    params = {"stale_after": timedelta(seconds=stale_after_s)}
     with database.autocommit() as conn:
-        return list(conn.execute(_PENDING_RETRIES).all())
+        return list(conn.execute(_PENDING_RETRIES, params).all())
 
 
 def last_scheduled_instants(database: Database, names: Sequence[str]) -> dict[str, datetime]:
@@ -203,6 +215,25 @@ def last_scheduled_instants(database: Database, names: Sequence[str]) -> dict[st
     query = select(JobRow.name, latest).where(JobRow.name.in_(list(names)))
     with database.autocommit() as conn:
         return {name: instant for name, instant in conn.execute(query) if instant is not None}
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """What became of a run whose late write was fenced off."""
+
+    status: str
+    error_message: str | None
+    current_run_id: int | None
+
+
+def takeover_of(database: Database, run_id: int, job_name: str) -> Takeover | None:
+    """The fenced run's recorded outcome, and the newest run of its job since."""
+    own = select(_run.status, _run.error_message).where(_run.id == run_id)
+    newest = select(func.max(_run.id)).where(_run.job_name == job_name, _run.id > run_id)
+    with database.autocommit() as conn:
+        row = conn.execute(own).first()
+        current = conn.execute(newest).scalar()
+    return None if row is None else Takeover(row.status, row.error_message, current)
 
 
 def database_now(database: Database) -> datetime:

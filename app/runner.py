@@ -27,7 +27,7 @@ from app.lease import Lease
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
 from app.logs import job_scope
 from app.models import RunStatus
-from app.outcomes import Finished, finish_on, finish_params, finish_run
+from app.outcomes import Finished, finish_on, finish_params, finish_run, takeover_of
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def execute(
         )
     else:
         finished = _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
-    _log_outcome(claim, ending, duration_ms, finished, fields)
+    _log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
     return RunOutcome(
         claim.run_id,
         ending.status,
@@ -346,21 +346,42 @@ def _record(
             attempts += 1
 
 
+def _log_fenced(database: Database, claim: Claim, ending: _Ending, extra: dict[str, Any]) -> None:
+    """A late finish after a takeover: say loudly what is recorded instead, and who runs now."""
+    try:
+        takeover = takeover_of(database, claim.run_id, claim.job_name)
+    except DatabaseError:
+        takeover = None
+    recorded = f"{takeover.status}: {takeover.error_message}" if takeover else "unknown"
+    current = takeover.current_run_id if takeover else None
+    logger.error(
+        "run %s ended %s but was no longer ours, so nothing was recorded; it stays %s; "
+        "run %s has taken the job over",
+        claim.run_id,
+        ending.status,
+        recorded,
+        current if current is not None else "(none yet)",
+        extra={
+            "event": "run_fenced",
+            "status": str(ending.status),
+            "taken_over_by_run_id": current,
+            **extra,
+        },
+    )
+
+
 def _log_outcome(
+    database: Database,
     claim: Claim,
     ending: _Ending,
+    *,
     duration_ms: float,
     finished: Finished,
     fields: dict[str, Any],
 ) -> None:
     extra = {"duration_ms": duration_ms, **fields}
     if not finished.landed:
-        logger.error(
-            "run %s ended %s but the outcome was not recorded: the run is no longer ours",
-            claim.run_id,
-            ending.status,
-            extra={"event": "run_fenced", "status": str(ending.status), **extra},
-        )
+        _log_fenced(database, claim, ending, extra)
     elif ending.status == RunStatus.SUCCESS:
         logger.info(
             "run %s succeeded in %.0f ms%s",

@@ -269,7 +269,7 @@ class Worker:
         if not self._uses_retries:
             return
         self._next_retry_at = None
-        for row in pending_retries(self.database):
+        for row in pending_retries(self.database, stale_after_s=self.settings.stale_threshold_s):
             configured = self._by_name.get(row.job_name)
             if configured is None or not configured.enabled or not configured.job.retries:
                 continue
@@ -329,6 +329,8 @@ class Worker:
         """Tick at every instant until the stop event is set; return the totals."""
         self.start()
         total = TickReport()
+        # Tick at once: the latest instant missed while no worker was up runs now.
+        self._tick_survives(self.clock(), total=total)
         while not self.stop_event.is_set():
             wake_at = self._wake_at(self.clock())
             if wake_at is None:
