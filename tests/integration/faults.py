@@ -27,11 +27,17 @@ SCHEDULE = os.environ.get("FAULT_SCHEDULE", "* * * * * *")
 JOB_COUNT = int(os.environ.get("FAULT_JOBS", "1"))
 
 
-def _sleep(ctx):
-    deadline = time.monotonic() + SLEEP_S
-    while time.monotonic() < deadline and not ctx.should_stop():
-        time.sleep(0.02)
-    return {"slept_s": SLEEP_S}
+def _sleeper(seconds):
+    def _sleep(ctx):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not ctx.should_stop():
+            time.sleep(0.02)
+        return {"slept_s": seconds}
+
+    return _sleep
+
+
+_sleep = _sleeper(SLEEP_S)
 
 
 def _book(ctx):
@@ -45,7 +51,11 @@ def _book(ctx):
 if os.environ.get("FAULT_TRANSACTIONAL"):
     JOBS = [job("book", schedule=SCHEDULE, transactional=True, retries=1)(_book)]
 else:
-    JOBS = [job(f"job-{i:02d}", schedule=SCHEDULE)(_sleep) for i in range(JOB_COUNT)]
+    # With several jobs, bodies last 1x to 4x FAULT_SLEEP_S, so kills land mid-run too.
+    JOBS = [
+        job(f"job-{i:02d}", schedule=SCHEDULE)(_sleeper(SLEEP_S * (1 + i % 4)))
+        for i in range(JOB_COUNT)
+    ]
 """
 
 FAST_LEASES = {"STALE_JOB_THRESHOLD_SECONDS": "2", "HEARTBEAT_INTERVAL_SECONDS": "0.3"}
