@@ -46,21 +46,22 @@ class RunContext:
     database: Database
     cancelled: threading.Event = field(default_factory=threading.Event)
     timeout_s: float | None = None
-    transaction: Session | None = None
+    transaction: Connection | None = None
 
     def should_stop(self) -> bool:
         """True once the worker asks the body to stop (its claim is no longer trusted)."""
         return self.cancelled.is_set()
 
     def session(self) -> Session:
-        """The session for work in cronlock's database.
+        """A session for work in cronlock's database.
 
-        For a transactional job, the session whose transaction also records the
-        run's SUCCESS: do not commit it, cronlock does. Otherwise a new session,
-        whose statements are capped by the job's timeout (statement_timeout).
+        For a transactional job, the session works inside the run's transaction,
+        which also records its SUCCESS: ``commit()`` and ``close()`` on it leave that
+        transaction to cronlock, so ``with ctx.session() as s:`` is safe. Otherwise
+        a new session, whose statements are capped by the job's timeout.
         """
         if self.transaction is not None:
-            return self.transaction
+            return Session(bind=self.transaction, join_transaction_mode="rollback_only")
         session = self.database.session()
         if self.timeout_s is not None:
             cap_statements(session, self.timeout_s)

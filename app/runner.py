@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, select
 
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
-from app.job import Job, PreCheckContext, RunContext, cap_statements
+from app.job import Job, PreCheckContext, RunContext
 from app.lease import Lease
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
 from app.logs import job_scope
@@ -195,7 +195,7 @@ def execute(
             ending = _run_body(job, context, alarm)
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
-        _close(transaction, commit=False)
+        _close(transaction)
         _record(database, claim, settings, _Ending(RunStatus.FAILURE, error=_interrupted(exc)))
         raise
     duration_ms = (time.perf_counter() - started) * 1000
@@ -248,29 +248,30 @@ def _interrupted(exc: BaseException) -> str:
     return exc.reason if isinstance(exc, RunInterrupted) else f"interrupted: {type(exc).__name__}"
 
 
-def _open_transaction(database: Database, job: Job) -> Session:
-    session = database.session()
-    if job.timeout_s is not None:
-        cap_statements(session, job.timeout_s)
-    session.begin()
-    return session
+def _open_transaction(database: Database, job: Job) -> Connection:
+    """The run's transaction: the body's writes and its SUCCESS commit together."""
+    with database.translated_errors():
+        conn = database.engine.connect()
+        conn.begin()
+        if job.timeout_s is not None:
+            milliseconds = str(max(int(job.timeout_s * 1000), 1))
+            conn.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+    return conn
 
 
-def _close(session: Session | None, *, commit: bool) -> None:
-    if session is None:
+def _close(conn: Connection | None) -> None:
+    """Roll back whatever is left of the run's transaction and return the connection."""
+    if conn is None:
         return
     try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
+        conn.rollback()
     finally:
-        session.close()
+        conn.close()
 
 
 def _finish_transaction(
     database: Database,
-    session: Session,
+    conn: Connection,
     claim: Claim,
     settings: Settings,
     ending: _Ending,
@@ -279,28 +280,24 @@ def _finish_transaction(
     expires_at: datetime | None,
 ) -> Finished:
     """SUCCESS commits with the body's writes, or not at all; a FAILURE rolls them back."""
+    if ending.status == RunStatus.SUCCESS and not conn.in_transaction():
+        ending.status, ending.error = RunStatus.FAILURE, "the job rolled its transaction back"
     if ending.status != RunStatus.SUCCESS:
-        _close(session, commit=False)
+        _close(conn)
         return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
     try:
         with database.translated_errors():
-            finished = finish_on(
-                session.connection(),
-                finish_params(claim.run_id, RunStatus.SUCCESS, result=ending.result),
-            )
+            params = finish_params(claim.run_id, RunStatus.SUCCESS, result=ending.result)
+            finished = finish_on(conn, params)
             if finished.landed:
-                session.commit()
-            else:
-                session.rollback()
+                conn.commit()
             return finished
     except DatabaseError as exc:
         # The transaction is lost with its writes: record what happened instead.
-        session.rollback()
-        failure = _Ending(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
-        ending.status, ending.error = failure.status, failure.error
-        return _record(database, claim, settings, failure, delay=delay, expires_at=expires_at)
+        ending.status, ending.error = RunStatus.FAILURE, f"commit failed: {exc.message}"
+        return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
     finally:
-        session.close()
+        _close(conn)
 
 
 def _record(

@@ -352,8 +352,10 @@ def _ledger(database: Database) -> list:
 
 def _write_ledger(fail: bool):
     def body(ctx: RunContext):
-        session = ctx.session()
-        session.execute(text("INSERT INTO ledger VALUES (:at, 100)"), {"at": ctx.scheduled_for})
+        # The usual session pattern, commit included: it must not commit the run's transaction.
+        with ctx.session() as session:
+            session.execute(text("INSERT INTO ledger VALUES (:at, 100)"), {"at": ctx.scheduled_for})
+            session.commit()
         if fail:
             raise RuntimeError("after the write")
         return {"written": 1}
@@ -377,6 +379,19 @@ def test_a_failing_transactional_job_leaves_no_partial_writes(ledger: Database):
     worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)).tick(NOON)
     assert _ledger(ledger) == []
     assert rows(ledger)[0].status == "FAILURE"
+
+
+def test_a_transactional_job_that_rolls_back_is_a_failure(ledger: Database):
+    def body(ctx: RunContext):
+        with ctx.session() as session:
+            session.execute(text("INSERT INTO ledger VALUES (:at, 1)"), {"at": ctx.scheduled_for})
+            session.rollback()
+
+    jobs = [Job(name="undo", body=body, schedule="* * * * *", transactional=True)]
+    worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)).tick(NOON)
+    assert _ledger(ledger) == []
+    [row] = rows(ledger)
+    assert (row.status, row.error_message) == ("FAILURE", "the job rolled its transaction back")
 
 
 def test_a_transactional_run_taken_over_rolls_its_writes_back(ledger: Database):
