@@ -435,3 +435,51 @@ def test_clock_skew_is_warned_about(database: Database, caplog, offset_s: int, w
     worker_for(database, [Job(name="a", body=lambda ctx: None, schedule="* * * * *")], clock=skewed)
     events = [getattr(r, "event", "") for r in caplog.records]
     assert ("clock_skew" in events) is warned
+
+
+# -- daylight saving, through the worker with an injected clock ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "night_utc", "expected_local"),
+    [
+        # Fall back (Berlin, 2026-10-25): 02:30 happens twice; a fixed-time job runs once.
+        ("30 2 * * *", datetime(2026, 10, 24, 22, 0, tzinfo=UTC), ["02:30+02:00"]),
+        # Spring forward (2026-03-29): 02:30 does not exist; it runs at 03:00.
+        ("30 2 * * *", datetime(2026, 3, 28, 22, 0, tzinfo=UTC), ["03:00+02:00"]),
+        # A wildcard-hour job runs at every real instant of the repeated hour.
+        (
+            "*/30 * * * *",
+            datetime(2026, 10, 24, 22, 0, tzinfo=UTC),
+            ["02:00+02:00", "02:30+02:00", "02:00+01:00", "02:30+01:00"],
+        ),
+    ],
+)
+def test_dst_nights_through_the_worker(database: Database, schedule, night_utc, expected_local):
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    ran: list[str] = []
+    jobs = [
+        Job(
+            name="nightly",
+            body=lambda ctx: ran.append(ctx.scheduled_for.astimezone(berlin).strftime("%H:%M%z")),
+            schedule=schedule,
+        )
+    ]
+    moment = {"now": night_utc}
+    worker = worker_for(
+        database,
+        jobs,
+        environ={"CRON_TZ": "Europe/Berlin"},
+        clock=lambda: moment["now"],
+        start_at=night_utc,
+    )
+    for _ in range(8 * 4):  # eight hours, a tick every 15 minutes
+        moment["now"] += timedelta(minutes=15)
+        worker.tick(moment["now"])
+    in_the_2_oclock_hour = [
+        r[:8] + ":" + r[8:] for r in ran if r.startswith("02:") or r.startswith("03:00+02")
+    ]
+    assert in_the_2_oclock_hour == expected_local
+    assert {r.status for r in rows(database)} == {"SUCCESS"}
