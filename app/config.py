@@ -46,29 +46,19 @@ def parse_bool(variable: str, raw: str) -> bool:
     )
 
 
-def _positive_int(environ: Mapping[str, str], variable: str, default: int) -> int:
+def _positive(
+    environ: Mapping[str, str], variable: str, default: float, *, whole: bool = False
+) -> float:
     raw = environ.get(variable)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw.strip())
+        value = int(raw.strip()) if whole else float(raw.strip())
     except ValueError:
         value = 0
-    if value <= 0:
-        raise ConfigError(f"{variable}={raw!r} is not a positive whole number; e.g. {default}")
-    return value
-
-
-def _positive_number(environ: Mapping[str, str], variable: str, default: float) -> float:
-    raw = environ.get(variable)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = 0.0
     if not value > 0:
-        raise ConfigError(f"{variable}={raw!r} is not a positive number of seconds; e.g. {default}")
+        kind = "whole number" if whole else "number of seconds"
+        raise ConfigError(f"{variable}={raw!r} is not a positive {kind}; e.g. {default:g}")
     return value
 
 
@@ -126,10 +116,8 @@ class Settings:
             raise ConfigError(
                 f"LOG_LEVEL={level!r} is not a level; use DEBUG, INFO, WARNING or ERROR"
             )
-        stale = _positive_number(env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S)
-        heartbeat = _positive_number(
-            env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S
-        )
+        stale = _positive(env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S)
+        heartbeat = _positive(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S)
         if heartbeat >= stale:
             raise ConfigError(
                 f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is not below "
@@ -144,14 +132,10 @@ class Settings:
             cron_tz=_zone(env),
             stale_threshold_s=stale,
             heartbeat_interval_s=heartbeat,
-            shutdown_grace_s=_positive_number(
-                env, "SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_S
-            ),
-            max_clock_skew_s=_positive_number(
-                env, "MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_CLOCK_SKEW_S
-            ),
-            history_retention_days=_positive_int(
-                env, "JOB_HISTORY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS
+            shutdown_grace_s=_positive(env, "SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_S),
+            max_clock_skew_s=_positive(env, "MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_CLOCK_SKEW_S),
+            history_retention_days=int(
+                _positive(env, "JOB_HISTORY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, whole=True)
             ),
             log_level=level,
             job_overrides={

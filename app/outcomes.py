@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
     update,
@@ -39,7 +40,7 @@ MAX_MISSED_PER_CALL = 1000
 _run = JobExecution
 _delay = bindparam("retry_delay_s", type_=Float())
 _expires = bindparam("expires_at", type_=DateTime(timezone=True))
-_retry_at = func.now() + func.make_interval(0, 0, 0, 0, 0, 0, _delay)
+_retry_at = func.now() + _delay * literal_column("interval '1 second'", Interval())
 
 _FINISH = (
     update(_run)
@@ -85,6 +86,15 @@ def truncate(error: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """How a run ended: its status, and its result or error."""
+
+    status: RunStatus
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Finished:
     """What a finish write did: landed (the run was still ours) and any retry it set."""
 
@@ -92,28 +102,27 @@ class Finished:
     retry_at: datetime | None = None
 
 
-def finish_params(
+def finish_on(
+    conn: Connection,
     run_id: int,
-    status: RunStatus,
+    outcome: Outcome,
     *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
     retry_delay_s: float | None = None,
     expires_at: datetime | None = None,
-) -> dict[str, Any]:
-    """Bind values for the finish statement (shared by the autocommit and transactional paths)."""
-    return {
+) -> Finished:
+    """Record `outcome` on `conn` (inside the caller's transaction, if any); fenced by run id.
+
+    With `retry_delay_s`, a FAILURE also gets retry_at = now() + delay, unless that
+    falls at or after `expires_at` (the job's next instant).
+    """
+    params = {
         "run_id": run_id,
-        "new_status": status,
-        "new_result": result,
-        "new_error": truncate(error),
+        "new_status": outcome.status,
+        "new_result": outcome.result,
+        "new_error": truncate(outcome.error),
         "retry_delay_s": retry_delay_s,
         "expires_at": expires_at,
     }
-
-
-def finish_on(conn: Connection, params: dict[str, Any]) -> Finished:
-    """Run the finish statement on `conn` (inside the caller's transaction, if any)."""
     row = conn.execute(_FINISH, params).first()
     return Finished(False) if row is None else Finished(True, row.retry_at)
 
@@ -121,29 +130,17 @@ def finish_on(conn: Connection, params: dict[str, Any]) -> Finished:
 def finish_run(
     database: Database,
     run_id: int,
-    status: RunStatus,
+    outcome: Outcome,
     *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
     retry_delay_s: float | None = None,
     expires_at: datetime | None = None,
 ) -> Finished:
-    """Record a run's outcome in one autocommit statement; fenced by the run id.
-
-    With `retry_delay_s`, a FAILURE also gets retry_at = now() + delay, unless that
-    falls at or after `expires_at` (the job's next instant).
-    """
-    params = finish_params(
-        run_id,
-        status,
-        result=result,
-        error=error,
-        retry_delay_s=retry_delay_s,
-        expires_at=expires_at,
-    )
+    """Record `outcome` in one autocommit statement (see `finish_on`)."""
     try:
         with database.autocommit() as conn:
-            return finish_on(conn, params)
+            return finish_on(
+                conn, run_id, outcome, retry_delay_s=retry_delay_s, expires_at=expires_at
+            )
     except IntegrityError:
         # Only reachable if the lock was bypassed: the instant already has a SUCCESS.
         logger.error(
@@ -151,11 +148,11 @@ def finish_run(
             run_id,
             extra={"event": "run_duplicate", "run_id": run_id},
         )
-        duplicate = finish_params(
-            run_id, RunStatus.FAILURE, error="duplicate: this instant already has a SUCCESS run"
+        duplicate = Outcome(
+            RunStatus.FAILURE, error="duplicate: this instant already has a SUCCESS run"
         )
         with database.autocommit() as conn:
-            finish_on(conn, duplicate)
+            finish_on(conn, run_id, duplicate)
         return Finished(False)
 
 

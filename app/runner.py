@@ -27,7 +27,7 @@ from app.lease import Lease
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
 from app.logs import job_scope
 from app.models import RunStatus
-from app.outcomes import Finished, finish_on, finish_params, finish_run, takeover_of
+from app.outcomes import Finished, Outcome, finish_on, finish_run, takeover_of
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +135,6 @@ def _json_result(value: Any) -> dict[str, Any] | None:
     return decoded
 
 
-@dataclass
-class _Ending:
-    status: RunStatus
-    result: dict[str, Any] | None = None
-    error: str | None = None
-
-
 def execute(
     database: Database,
     job: Job,
@@ -196,16 +189,16 @@ def execute(
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
         _close(transaction)
-        _record(database, claim, settings, _Ending(RunStatus.FAILURE, error=_interrupted(exc)))
+        _record(database, claim, settings, Outcome(RunStatus.FAILURE, error=_interrupted(exc)))
         raise
     duration_ms = (time.perf_counter() - started) * 1000
     if lease.lost and ending.status == RunStatus.SUCCESS:
-        ending = _Ending(RunStatus.FAILURE, error=f"lease lost: {lease.lost_reason}")
+        ending = Outcome(RunStatus.FAILURE, error=f"lease lost: {lease.lost_reason}")
     delay = retry_delay_s(job, claim.attempt) if ending.status == RunStatus.FAILURE else None
     if delay is not None and lease.lost:
         delay = None
     if transaction is not None:
-        finished = _finish_transaction(
+        ending, finished = _finish_transaction(
             database, transaction, claim, settings, ending, delay=delay, expires_at=expires_at
         )
     else:
@@ -221,16 +214,16 @@ def execute(
     )
 
 
-def _run_body(job: Job, context: RunContext, alarm: Alarm) -> _Ending:
+def _run_body(job: Job, context: RunContext, alarm: Alarm) -> Outcome:
     try:
         if job.timeout_s is not None:
             alarm.arm(job.timeout_s, f"timed out after {job.timeout_s:g}s")
         with alarm.body():
             value = job.body(context)
         alarm.disarm()
-        return _Ending(RunStatus.SUCCESS, result=_json_result(value))
+        return Outcome(RunStatus.SUCCESS, result=_json_result(value))
     except RunInterrupted as exc:
-        return _Ending(RunStatus.FAILURE, error=exc.reason)
+        return Outcome(RunStatus.FAILURE, error=exc.reason)
     except Exception as exc:
         logger.error(
             "run %s raised %s",
@@ -239,7 +232,7 @@ def _run_body(job: Job, context: RunContext, alarm: Alarm) -> _Ending:
             exc_info=True,
             extra={"event": "run_raised", "job": job.name, "run_id": context.run_id},
         )
-        return _Ending(RunStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
+        return Outcome(RunStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
     finally:
         alarm.disarm()
 
@@ -274,37 +267,39 @@ def _finish_transaction(
     conn: Connection,
     claim: Claim,
     settings: Settings,
-    ending: _Ending,
+    ending: Outcome,
     *,
     delay: float | None,
     expires_at: datetime | None,
-) -> Finished:
-    """SUCCESS commits with the body's writes, or not at all; a FAILURE rolls them back."""
+) -> tuple[Outcome, Finished]:
+    """SUCCESS commits with the body's writes, or not at all; a FAILURE rolls them back.
+
+    Returns the outcome actually recorded, which is FAILURE when the commit failed
+    or the body rolled the transaction back.
+    """
     if ending.status == RunStatus.SUCCESS and not conn.in_transaction():
-        ending.status, ending.error = RunStatus.FAILURE, "the job rolled its transaction back"
-    if ending.status != RunStatus.SUCCESS:
-        _close(conn)
-        return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+        ending = Outcome(RunStatus.FAILURE, error="the job rolled its transaction back")
     try:
-        with database.translated_errors():
-            params = finish_params(claim.run_id, RunStatus.SUCCESS, result=ending.result)
-            finished = finish_on(conn, params)
-            if finished.landed:
-                conn.commit()
-            return finished
+        if ending.status == RunStatus.SUCCESS:
+            with database.translated_errors():
+                finished = finish_on(conn, claim.run_id, ending)
+                if finished.landed:
+                    conn.commit()
+                return ending, finished
     except DatabaseError as exc:
         # The transaction is lost with its writes: record what happened instead.
-        ending.status, ending.error = RunStatus.FAILURE, f"commit failed: {exc.message}"
-        return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+        ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
     finally:
         _close(conn)
+    recorded = _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+    return ending, recorded
 
 
 def _record(
     database: Database,
     claim: Claim,
     settings: Settings,
-    ending: _Ending,
+    ending: Outcome,
     *,
     delay: float | None = None,
     expires_at: datetime | None = None,
@@ -315,13 +310,7 @@ def _record(
     while True:
         try:
             return finish_run(
-                database,
-                claim.run_id,
-                ending.status,
-                result=ending.result,
-                error=ending.error,
-                retry_delay_s=delay,
-                expires_at=expires_at,
+                database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
             )
         except DatabaseError as exc:
             if attempts == 0:
@@ -343,7 +332,7 @@ def _record(
             attempts += 1
 
 
-def _log_fenced(database: Database, claim: Claim, ending: _Ending, extra: dict[str, Any]) -> None:
+def _log_fenced(database: Database, claim: Claim, ending: Outcome, extra: dict[str, Any]) -> None:
     """A late finish after a takeover: say loudly what is recorded instead, and who runs now."""
     try:
         takeover = takeover_of(database, claim.run_id, claim.job_name)
@@ -370,7 +359,7 @@ def _log_fenced(database: Database, claim: Claim, ending: _Ending, extra: dict[s
 def _log_outcome(
     database: Database,
     claim: Claim,
-    ending: _Ending,
+    ending: Outcome,
     *,
     duration_ms: float,
     finished: Finished,

@@ -35,9 +35,10 @@ from sqlalchemy.engine import make_url
 from app.config import Settings, normalize_database_url
 from app.db import Database
 from app.job import Job, RunContext
-from app.lock import Claim, claim_run, ensure_jobs, finish_run
+from app.lock import Claim, ClaimRequest, claim_run, ensure_jobs
 from app.migrations import upgrade_to_head
 from app.models import RunStatus
+from app.outcomes import Outcome, finish_run
 from app.registry import JobRegistry, configure
 from app.worker import Worker
 
@@ -59,11 +60,13 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 TICK_NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LOOPBACK_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1"})
 
-# What claim_run and finish_run send for a no-op run (app/lock.py), written by hand.
+# What claim_run and finish_run send for a no-op run (app/lock.py, app/outcomes.py),
+# written by hand.
 RAW_LOCK = "SELECT job.name FROM job WHERE job.name = %s FOR UPDATE SKIP LOCKED"
 RAW_STATE = (
-    "SELECT id, job_name, status, scheduled_for, worker_id, heartbeat_at,"
-    " heartbeat_at < now() - %s::interval AS stale FROM job_execution"
+    "SELECT id, job_name, status, scheduled_for, attempt, worker_id, heartbeat_at,"
+    " heartbeat_at < now() - %s::interval AS stale, retry_at <= now() AS retry_due"
+    " FROM job_execution"
     " WHERE job_name = %s AND (status = 'RUNNING' OR scheduled_for = %s)"
 )
 RAW_INSERT = (
@@ -71,12 +74,15 @@ RAW_INSERT = (
     " VALUES (%s, 'RUNNING', %s, 'schedule', 1, %s) RETURNING id, started_at"
 )
 RAW_FINISH = (
-    "UPDATE job_execution SET status = 'SUCCESS', completed_at = now(), result = NULL,"
-    " error_message = NULL WHERE id = %s AND status = 'RUNNING' RETURNING id"
+    "UPDATE job_execution SET status = 'SUCCESS', completed_at = now(), error_message = NULL,"
+    " result = NULL, retry_at = CASE WHEN now() + %s * interval '1 second' < %s"
+    " THEN now() + %s * interval '1 second' END"
+    " WHERE id = %s AND status = 'RUNNING' RETURNING id, retry_at"
 )
 TICK_ROWS = "SELECT status, count(*) FROM job_execution WHERE job_name LIKE 'noop-%' GROUP BY 1"
 
 RunFn = Callable[[datetime], None]
+SUCCESS = Outcome(RunStatus.SUCCESS)
 
 
 @contextmanager
@@ -131,13 +137,15 @@ def cronlock_run(database: Database, job_name: str) -> RunFn:
     def run(instant: datetime) -> None:
         claim = claim_run(
             database,
-            job_name=job_name,
-            scheduled_for=instant,
-            trigger="schedule",
-            worker_id=WORKER_ID,
-            stale_after_s=STALE_AFTER_S,
+            ClaimRequest(
+                job_name=job_name,
+                scheduled_for=instant,
+                trigger="schedule",
+                worker_id=WORKER_ID,
+                stale_after_s=STALE_AFTER_S,
+            ),
         )
-        if not isinstance(claim, Claim) or not finish_run(database, claim, RunStatus.SUCCESS):
+        if not isinstance(claim, Claim) or not finish_run(database, claim.run_id, SUCCESS).landed:
             raise RuntimeError(f"cronlock did not run {job_name} for {instant}: {claim!r}")
 
     return run
@@ -154,7 +162,8 @@ def raw_run(conn: psycopg.Connection[Any], job_name: str) -> RunFn:
                 raise RuntimeError(f"raw psycopg could not lock {job_name}")
             conn.execute(RAW_STATE, (stale_after, job_name, instant)).fetchall()
             row = conn.execute(RAW_INSERT, (job_name, instant, WORKER_ID)).fetchone()
-        if row is None or conn.execute(RAW_FINISH, (row[0],)).fetchone() is None:
+        finish = (None, None, None, row[0]) if row else None
+        if finish is None or conn.execute(RAW_FINISH, finish).fetchone() is None:
             raise RuntimeError(f"raw psycopg did not run {job_name} for {instant}")
 
     return run
@@ -248,9 +257,9 @@ def bench_tick(url: str) -> dict[str, Any]:
     worker = Worker(database, configured, settings, worker_id=WORKER_ID, clock=lambda: TICK_NOW)
     try:
         started = time.perf_counter()
-        worker.start()
+        worker.start(now=TICK_NOW - timedelta(seconds=1))
         start_s, started = time.perf_counter() - started, time.perf_counter()
-        report = worker.tick(TICK_NOW, after=None)
+        report = worker.tick(TICK_NOW)
         tick_s = time.perf_counter() - started
         with database.autocommit() as conn:
             by_status = {str(status): int(n) for status, n in conn.execute(text(TICK_ROWS))}

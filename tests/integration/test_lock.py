@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from app.db import Database
 from app.lock import Claim, PreCheckFailed, Skip, Wait, ensure_jobs
 from app.models import RunStatus
-from app.outcomes import finish_run
+from app.outcomes import Outcome, finish_run
 from tests.integration.helpers import INSTANT, age_run, claim, rows
 
 
@@ -30,7 +30,9 @@ def test_claim_inserts_a_running_row(database: Database):
 def test_finish_records_success_with_result(database: Database):
     result = claim(database)
     assert isinstance(result, Claim)
-    assert finish_run(database, result.run_id, RunStatus.SUCCESS, result={"processed": 10}).landed
+    assert finish_run(
+        database, result.run_id, Outcome(RunStatus.SUCCESS, result={"processed": 10})
+    ).landed
     [row] = rows(database)
     assert row.status == "SUCCESS"
     assert row.result == {"processed": 10}
@@ -57,7 +59,7 @@ def test_fresh_running_run_blocks_another_claim(database: Database):
 def test_a_handled_instant_is_not_run_again(database: Database):
     first = claim(database)
     assert isinstance(first, Claim)
-    finish_run(database, first.run_id, RunStatus.SUCCESS)
+    finish_run(database, first.run_id, Outcome(RunStatus.SUCCESS))
     again = claim(database)
     assert isinstance(again, Skip)
     assert f"already has run {first.run_id} (SUCCESS)" in again.reason
@@ -96,7 +98,7 @@ def test_late_finish_after_takeover_is_fenced(database: Database):
     assert isinstance(slow, Claim)
     age_run(database, slow.run_id, 7200)
     assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
-    assert finish_run(database, slow.run_id, RunStatus.SUCCESS).landed is False
+    assert finish_run(database, slow.run_id, Outcome(RunStatus.SUCCESS)).landed is False
     assert rows(database)[0].status == "FAILURE"
 
 
@@ -142,7 +144,7 @@ def test_run_after_waits_for_upstream_and_skips_on_its_failure(database: Databas
     up = claim(database, job_name="up")
     assert isinstance(up, Claim)
     assert isinstance(claim(database, job_name="down", run_after=["up"]), Wait)
-    finish_run(database, up.run_id, RunStatus.FAILURE, error="provider down")
+    finish_run(database, up.run_id, Outcome(RunStatus.FAILURE, error="provider down"))
     skipped = claim(database, job_name="down", run_after=["up"])
     assert isinstance(skipped, Skip)
     assert "upstream up ended FAILURE: provider down" in skipped.reason
@@ -150,7 +152,7 @@ def test_run_after_waits_for_upstream_and_skips_on_its_failure(database: Databas
     later = INSTANT + timedelta(minutes=1)
     up2 = claim(database, job_name="up", scheduled_for=later)
     assert isinstance(up2, Claim)
-    finish_run(database, up2.run_id, RunStatus.SUCCESS)
+    finish_run(database, up2.run_id, Outcome(RunStatus.SUCCESS))
     assert isinstance(
         claim(database, job_name="down", run_after=["up"], scheduled_for=later), Claim
     )
@@ -184,7 +186,7 @@ def test_a_second_success_for_an_instant_is_recorded_as_failure(database: Databa
             ),
             {"at": INSTANT},
         )
-    assert finish_run(database, run.run_id, RunStatus.SUCCESS).landed is False
+    assert finish_run(database, run.run_id, Outcome(RunStatus.SUCCESS)).landed is False
     mine = rows(database, f"id = {run.run_id}")[0]
     assert (mine.status, mine.error_message) == (
         "FAILURE",
@@ -195,6 +197,6 @@ def test_a_second_success_for_an_instant_is_recorded_as_failure(database: Databa
 def test_a_run_without_result_stores_sql_null(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    finish_run(database, run.run_id, RunStatus.SUCCESS, result=None)
+    finish_run(database, run.run_id, Outcome(RunStatus.SUCCESS, result=None))
     with database.transaction() as session:
         assert session.execute(text("SELECT result IS NULL FROM job_execution")).scalar() is True

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app.db import Database
 from app.lock import Claim, ClaimRequest, Skip, claim_run, ensure_jobs
 from app.models import RunStatus
-from app.outcomes import finish_run
+from app.outcomes import Outcome, finish_run
 from tests.integration.helpers import INSTANT
 
 PROCESSES = 8
@@ -35,7 +35,7 @@ def _claimer(url: str, barrier, results, wait_for_lock: bool) -> None:
                 ),
             )
             if isinstance(outcome, Claim):
-                finish_run(database, outcome.run_id, RunStatus.SUCCESS)
+                finish_run(database, outcome.run_id, Outcome(RunStatus.SUCCESS))
                 results.put((round_no, "claim"))
             else:
                 results.put((round_no, "skip" if isinstance(outcome, Skip) else "locked"))

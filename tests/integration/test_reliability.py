@@ -267,9 +267,9 @@ def _history(database, job: str, *instants: datetime) -> None:
     for instant in instants:
         run = claim(database, job_name=job, scheduled_for=instant)
         from app.models import RunStatus
-        from app.outcomes import finish_run
+        from app.outcomes import Outcome, finish_run
 
-        finish_run(database, run.run_id, RunStatus.SUCCESS)
+        finish_run(database, run.run_id, Outcome(RunStatus.SUCCESS))
 
 
 def test_after_an_outage_the_latest_instant_is_caught_up_and_older_ones_missed(database: Database):
