@@ -141,8 +141,15 @@ _UPSTREAMS = (
     .order_by(_run.id)
 )
 
-_INSERT = insert(_run).returning(_run.id, _run.started_at)
-_INSERT_DONE = insert(_run).values(completed_at=func.now()).returning(_run.id, _run.started_at)
+# clock_timestamp(), not now(): now() is the claim transaction's start, which can
+# precede the upstream SUCCESS this claim has just read.
+_STARTED = {"started_at": func.clock_timestamp(), "heartbeat_at": func.clock_timestamp()}
+_INSERT = insert(_run).values(**_STARTED).returning(_run.id, _run.started_at)
+_INSERT_DONE = (
+    insert(_run)
+    .values(**_STARTED, completed_at=func.clock_timestamp())
+    .returning(_run.id, _run.started_at)
+)
 
 
 def ensure_jobs(database: Database, names: Sequence[str]) -> None:

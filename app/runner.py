@@ -23,7 +23,7 @@ from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheckContext, RunContext
-from app.lease import Lease
+from app.lease import Heartbeat
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
 from app.logs import job_scope
 from app.models import RunStatus
@@ -71,6 +71,7 @@ def attempt_run(
     run_after: Sequence[str] = (),
     wait_for_lock: bool = False,
     alarm: Alarm | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> AttemptResult:
     """Claim `job` for `scheduled_for` and, if this worker wins, run it to an outcome."""
     with job_scope(job.name):
@@ -118,7 +119,13 @@ def attempt_run(
             return RunOutcome(claimed.run_id, RunStatus.FAILURE, 0.0, claimed.error)
         if isinstance(claimed, Claim):
             return execute(
-                database, job, claimed, settings, expires_at=expires_at, alarm=alarm or Alarm()
+                database,
+                job,
+                claimed,
+                settings,
+                expires_at=expires_at,
+                alarm=alarm or Alarm(),
+                heartbeat=heartbeat,
             )
         return claimed
 
@@ -143,8 +150,12 @@ def execute(
     *,
     expires_at: datetime | None = None,
     alarm: Alarm,
+    heartbeat: Heartbeat | None = None,
 ) -> RunOutcome:
-    """Run the body of a claimed run under its lease, and record SUCCESS or FAILURE."""
+    """Run the body of a claimed run under its lease, and record SUCCESS or FAILURE.
+
+    `heartbeat` is the worker's; without one, a heartbeat thread lives for this run.
+    """
     fields = {
         "job": job.name,
         "scheduled_for": claim.scheduled_for.isoformat(),
@@ -174,23 +185,24 @@ def execute(
         timeout_s=job.timeout_s,
         transaction=transaction,
     )
-    lease = Lease(
+    own_heartbeat = heartbeat is None
+    heartbeat = heartbeat or Heartbeat(
         database,
-        run_id=claim.run_id,
-        job_name=job.name,
         interval_s=settings.heartbeat_interval_s,
         stale_after_s=settings.stale_threshold_s,
-        cancelled=context.cancelled,
     )
     started = time.perf_counter()
     try:
-        with lease:
+        with heartbeat.track(claim.run_id, job.name, context.cancelled) as lease:
             ending = _run_body(job, context, alarm)
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
         _close(transaction)
         _record(database, claim, settings, Outcome(RunStatus.FAILURE, error=_interrupted(exc)))
         raise
+    finally:
+        if own_heartbeat:
+            heartbeat.close()
     duration_ms = (time.perf_counter() - started) * 1000
     if lease.lost and ending.status == RunStatus.SUCCESS:
         ending = Outcome(RunStatus.FAILURE, error=f"lease lost: {lease.lost_reason}")

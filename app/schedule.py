@@ -95,10 +95,8 @@ class CronSchedule:
 
     def latest_at_or_before(self, moment: datetime) -> datetime:
         """Return the last instant at or before `moment`."""
-        following = self.next_after(moment - timedelta(microseconds=1))
-        if following <= moment:
-            return following
-        cron = self._iterator(moment)
+        # get_prev is strict; starting a microsecond later makes it inclusive.
+        cron = self._iterator(moment + timedelta(microseconds=1))
         while True:
             candidate = _as_utc(cron.get_prev(datetime))
             if not self._repeated_wall_time(candidate):

@@ -25,6 +25,7 @@ from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm
+from app.lease import Heartbeat
 from app.lock import Skip, ensure_jobs
 from app.models import RunStatus, Trigger
 from app.outcomes import database_now, last_scheduled_instants, pending_retries, record_missed
@@ -85,6 +86,11 @@ class TickReport:
 
 def instants_between(job: ConfiguredJob, after: datetime, now: datetime) -> list[datetime]:
     """The job's instants in (after, now], oldest first; at most the latest MAX_MISSED_SCAN."""
+    latest = job.schedule.latest_at_or_before(now)
+    if latest <= after:
+        return []
+    if job.schedule.next_after(after) >= latest:
+        return [latest]  # the usual tick: one instant, no gap
     found: list[datetime] = []
     moment = now
     while len(found) < MAX_MISSED_SCAN:
@@ -96,11 +102,11 @@ def instants_between(job: ConfiguredJob, after: datetime, now: datetime) -> list
     return found[::-1]
 
 
-def misfire_grace_s(job: ConfiguredJob, instant: datetime) -> float:
-    """How late `instant` may still run: the job's option, or one period."""
+def misfire_grace_s(job: ConfiguredJob, instant: datetime, following: datetime) -> float:
+    """How late `instant` may still run: the job's option, or one period (to `following`)."""
     if job.job.misfire_grace_s is not None:
         return job.job.misfire_grace_s
-    return (job.schedule.next_after(instant) - instant).total_seconds()
+    return (following - instant).total_seconds()
 
 
 class Worker:
@@ -124,6 +130,11 @@ class Worker:
         self.clock = clock
         self.stop_event = stop_event or threading.Event()
         self.alarm = Alarm()
+        self.heartbeat = Heartbeat(
+            database,
+            interval_s=settings.heartbeat_interval_s,
+            stale_after_s=settings.stale_threshold_s,
+        )
         self.forced_stop = False
         self.pending: list[Due] = []
         self.cursors: dict[str, datetime] = {}
@@ -231,15 +242,15 @@ class Worker:
             if not instants:
                 continue
             latest, older = instants[-1], instants[:-1]
+            expires_at = configured.schedule.next_after(latest)
             lateness_s = (now - latest).total_seconds()
-            grace_s = misfire_grace_s(configured, latest)
+            grace_s = misfire_grace_s(configured, latest, expires_at)
             if lateness_s > max(grace_s, ON_TIME_SLACK_S):
                 older = instants
                 reason = f"missed: {lateness_s:.0f}s late, beyond the misfire grace of {grace_s:g}s"
             else:
                 reason = f"missed: no worker ran it; caught up at {latest.isoformat()} instead"
                 if (configured.name, latest) not in queued:
-                    expires_at = configured.schedule.next_after(latest)
                     self.pending.append(Due(configured, latest, expires_at))
             report.missed += self._record_missed(configured, older, reason)
         self._queue_retries(queued)
@@ -305,6 +316,7 @@ class Worker:
                 expires_at=item.expires_at,
                 run_after=self.upstreams(item),
                 alarm=self.alarm,
+                heartbeat=self.heartbeat,
             )
             if isinstance(result, RunOutcome):
                 report.outcomes.append(result)
@@ -344,6 +356,7 @@ class Worker:
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
             self._tick_survives(self.clock(), total=total)
+        self.heartbeat.close()
         logger.info("worker %s stopped", self.worker_id, extra={"event": "worker_stopped"})
         return total
 
@@ -383,4 +396,5 @@ class Worker:
         while self.pending and not self.stop_event.is_set():
             self.stop_event.wait(POLL_DELAYS_S[self._poll])
             total.add(self.attempt_pending())
+        self.heartbeat.close()
         return total

@@ -70,8 +70,9 @@ RAW_STATE = (
     " WHERE job_name = %s AND (status = 'RUNNING' OR scheduled_for = %s)"
 )
 RAW_INSERT = (
-    "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, attempt, worker_id)"
-    " VALUES (%s, 'RUNNING', %s, 'schedule', 1, %s) RETURNING id, started_at"
+    "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, attempt,"
+    " started_at, heartbeat_at, worker_id) VALUES (%s, 'RUNNING', %s, 'schedule', 1,"
+    " clock_timestamp(), clock_timestamp(), %s) RETURNING id, started_at"
 )
 RAW_FINISH = (
     "UPDATE job_execution SET status = 'SUCCESS', completed_at = now(), error_message = NULL,"

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.db import Database
 from app.interrupts import Alarm
 from app.job import Job, RunContext
-from app.lease import Lease
+from app.lease import Heartbeat
 from app.lock import Claim
 from app.registry import JobRegistry, configure
 from app.runner import execute
@@ -74,19 +74,14 @@ def test_heartbeats_keep_a_long_run_from_being_taken_over(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
     cancelled = threading.Event()
-    with Lease(
-        database,
-        run_id=run.run_id,
-        job_name="a",
-        interval_s=0.1,
-        stale_after_s=1,
-        cancelled=cancelled,
-    ):
+    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=1)
+    with heartbeat.track(run.run_id, "a", cancelled):
         deadline = time.monotonic() + 2.5  # longer than the stale threshold
         while time.monotonic() < deadline:
             rival = claim(database, scheduled_for=INSTANT + timedelta(minutes=5), stale_after_s=1)
             assert "still running" in rival.reason or "already has run" in rival.reason
             time.sleep(0.2)
+    heartbeat.close()
     assert not cancelled.is_set()
     assert rows(database, f"id = {run.run_id}")[0].status == "RUNNING"
 
@@ -95,18 +90,12 @@ def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
     cancelled = threading.Event()
-    lease = Lease(
-        database,
-        run_id=run.run_id,
-        job_name="a",
-        interval_s=0.1,
-        stale_after_s=60,
-        cancelled=cancelled,
-    )
-    with lease:
+    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=60)
+    with heartbeat.track(run.run_id, "a", cancelled) as lease:
         age_run(database, run.run_id, 3600)
         assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
         assert cancelled.wait(10)
+    heartbeat.close()
     assert lease.lost_reason == "another worker took the run over"
 
 
@@ -114,20 +103,14 @@ def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, data
     run = claim(database)
     assert isinstance(run, Claim)
     cancelled = threading.Event()
-    lease = Lease(
-        database,
-        run_id=run.run_id,
-        job_name="a",
-        interval_s=0.1,
-        stale_after_s=0.5,
-        cancelled=cancelled,
-    )
+    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=0.5)
     try:
-        with lease:
+        with heartbeat.track(run.run_id, "a", cancelled) as lease:
             refuse_connections(pg_admin_url, db_url, refused=True)
             assert cancelled.wait(20)
     finally:
         refuse_connections(pg_admin_url, db_url, refused=False)
+        heartbeat.close()
     assert lease.lost_reason.startswith("no heartbeat landed for")
 
 
