@@ -61,7 +61,7 @@ class Deployment:
 
 def _load_deployment(environ: dict[str, str] | None = None) -> Deployment:
     settings = Settings.from_env(environ)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format, secrets=settings.secrets)
     registry = load_registry(settings.jobs_module)
     jobs = configure(registry, settings)
     for variable in unmatched_overrides(registry, settings):

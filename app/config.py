@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.errors import ConfigError
+from app.logs import secrets_in
 
 DEFAULT_SCHEDULE = "0 0 * * *"
 DEFAULT_STALE_THRESHOLD_S = 60
@@ -104,6 +105,8 @@ class Settings:
     max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
     history_retention_days: int = DEFAULT_RETENTION_DAYS
     log_level: str = "INFO"
+    log_format: str | None = None
+    secrets: tuple[str, ...] = ()
     job_overrides: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -124,8 +127,14 @@ class Settings:
                 f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: every run would look abandoned; "
                 "keep the interval at about a quarter of the threshold"
             )
+        log_format = env.get("LOG_FORMAT", "").strip().lower() or None
+        if log_format not in (None, "json", "text"):
+            raise ConfigError(f"LOG_FORMAT={log_format!r} is not a format; use json or text")
+        database_url = normalize_database_url(raw_url) if raw_url else None
         return cls(
-            database_url=normalize_database_url(raw_url) if raw_url else None,
+            database_url=database_url,
+            log_format=log_format,
+            secrets=tuple(secrets_in(env, database_url)),
             data_dir=Path(env.get("CRONLOCK_DATA_DIR", "").strip() or ".cronlock"),
             jobs_module=env.get("JOBS_MODULE", "").strip() or "instrumentation",
             default_schedule=env.get("CRON_SCHEDULE", "").strip() or DEFAULT_SCHEDULE,

@@ -91,6 +91,7 @@ class ClaimRequest:
     run_after: Sequence[str] = ()
     pre_check: PreCheckFn | None = None
     wait_for_lock: bool = False
+    redact: Callable[[str], str] = str
 
 
 _run = JobExecution
@@ -206,7 +207,7 @@ def _claim_locked(conn: Connection, request: ClaimRequest) -> ClaimResult:
         try:
             reason = _run_pre_check(conn, request.pre_check)
         except Exception as exc:
-            error = f"pre-check raised {type(exc).__name__}: {exc}"
+            error = request.redact(f"pre-check raised {type(exc).__name__}: {exc}")
             logger.error("pre-check of %s raised", request.job_name, exc_info=True)
             failed = _insert(conn, request, attempt, RunStatus.FAILURE, error)
             return PreCheckFailed(run_id=failed.id, error=error)

@@ -1,26 +1,44 @@
-"""Logging set-up for the CLI, and the `[job-name]` prefix on every line a run emits.
+"""Logging set-up for the CLI, the `[job-name]` prefix, JSON lines, and secret redaction.
 
 Library modules only call ``logging.getLogger(__name__)``; this module alone
 installs handlers. The current job is kept in a context variable, so lines logged
-by a job body through any logger carry the prefix too.
+by a job body through any logger carry it too.
+
+Every record's data travels in ``extra={"event": ..., "job": ...}``; the JSON
+formatter writes those fields as they are, the text formatter shows the message.
+Before either writes, the values of secrets known to the process (the database
+password, and every environment variable named *_SECRET, *_PASSWORD, *_TOKEN)
+are replaced with ``***`` wherever they appear.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
 
 _current_job: ContextVar[str | None] = ContextVar("cronlock_current_job", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(job_prefix)s%(message)s"
+SECRET_VARIABLE = re.compile(r".*_(SECRET|PASSWORD|TOKEN)$")
+REDACTED = "***"
+# Attributes every LogRecord has; anything else came in through `extra`.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "job_prefix",
+}
 
 
 @contextmanager
 def job_scope(job_name: str) -> Iterator[None]:
-    """Within this block, every log line is prefixed with `[job_name]`."""
+    """Within this block, every log line carries the job's name."""
     token = _current_job.set(job_name)
     try:
         yield
@@ -28,21 +46,84 @@ def job_scope(job_name: str) -> Iterator[None]:
         _current_job.reset(token)
 
 
-class JobPrefixFilter(logging.Filter):
-    """Adds `job_prefix` ("[name] " or "") to every record."""
+def secrets_in(environ: Mapping[str, str], database_url: str | None) -> list[str]:
+    """Values to keep out of logs: *_SECRET, *_PASSWORD, *_TOKEN variables; the DB password."""
+    values = [v for k, v in environ.items() if SECRET_VARIABLE.fullmatch(k.upper()) and v]
+    if database_url:
+        from sqlalchemy.engine import make_url  # noqa: PLC0415 - only for this parse
+
+        password = make_url(database_url).password
+        if password:
+            values.append(str(password))
+    # Longest first, so a secret containing another is replaced whole.
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Replace every value of `secrets` in `text` with ***."""
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class Redactor(logging.Filter):
+    """Adds `job_prefix`, and replaces secret values in the message and its data."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Attach the prefix; never drops a record."""
+        """Never drops a record; rewrites it in place."""
         name = _current_job.get()
         record.job_prefix = f"[{name}] " if name else ""
+        if name and not hasattr(record, "job"):
+            record.job = name
+        if self.secrets:
+            record.msg = self.scrub(record.getMessage())
+            record.args = None
+            for key, value in list(vars(record).items()):
+                if key not in _STANDARD and isinstance(value, str):
+                    setattr(record, key, self.scrub(value))
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
         return True
 
+    def scrub(self, text: str) -> str:
+        """Replace every secret value in `text`."""
+        return scrub(text, self.secrets)
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send cronlock's log lines to stderr at `level`; quiet the noisy libraries."""
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's data."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render the record as a JSON line."""
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            line["traceback"] = record.exc_text
+        return json.dumps(line, default=str)
+
+
+def configure_logging(
+    level: str = "INFO", *, log_format: str | None = None, secrets: Iterable[str] = ()
+) -> None:
+    """Send cronlock's log lines to stderr; text on a terminal, JSON otherwise."""
+    fmt = log_format or ("text" if sys.stderr.isatty() else "json")
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(JobPrefixFilter())
-    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(Redactor(secrets))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -25,7 +25,7 @@ from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheckContext, RunContext
 from app.lease import Heartbeat
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
-from app.logs import job_scope
+from app.logs import job_scope, scrub
 from app.models import RunStatus
 from app.outcomes import Finished, Outcome, finish_on, finish_run, takeover_of
 
@@ -99,6 +99,7 @@ def attempt_run(
                     )
                 ),
                 wait_for_lock=wait_for_lock,
+                redact=lambda text: scrub(text, settings.secrets),
             ),
         )
         if isinstance(claimed, Skip):
@@ -198,12 +199,16 @@ def execute(
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
         _close(transaction)
-        _record(database, claim, settings, Outcome(RunStatus.FAILURE, error=_interrupted(exc)))
+        interrupted = Outcome(RunStatus.FAILURE, error=scrub(_interrupted(exc), settings.secrets))
+        _record(database, claim, settings, interrupted)
         raise
     finally:
         if own_heartbeat:
             heartbeat.close()
     duration_ms = (time.perf_counter() - started) * 1000
+    if ending.error is not None:
+        # Errors are stored and shown by `cronlock history`: no secret goes with them.
+        ending = Outcome(ending.status, ending.result, scrub(ending.error, settings.secrets))
     if lease.lost and ending.status == RunStatus.SUCCESS:
         ending = Outcome(RunStatus.FAILURE, error=f"lease lost: {lease.lost_reason}")
     delay = retry_delay_s(job, claim.attempt) if ending.status == RunStatus.FAILURE else None

@@ -15,6 +15,7 @@ def cli_env(**variables: str) -> dict[str, str]:
     """A clean environment plus `variables`, with the project importable."""
     env = clean_environ()
     env["PYTHONPATH"] = str(REPO)
+    env["LOG_FORMAT"] = "text"  # stderr is a pipe here; the JSON tests ask for json
     env.update(variables)
     return env
 
