@@ -25,11 +25,19 @@ from dotenv import load_dotenv
 
 from app import __version__
 from app.config import Settings
+from app.control import operator, pause_all, pause_job, pauses, resume_all, resume_job
 from app.db import Database
 from app.embedded import start_embedded
 from app.errors import ConfigError, CronlockError, UnknownJob
-from app.history import RunRecord, last_runs, list_runs, recorded_job_names
-from app.lock import Skip, ensure_jobs
+from app.history import (
+    RunRecord,
+    get_run,
+    last_runs,
+    latest_attempt,
+    list_runs,
+    recorded_job_names,
+)
+from app.lock import Skip, Wait, ensure_jobs
 from app.logs import configure_logging
 from app.migrations import current_revision, ensure_at_head, head_revision, upgrade_to_head
 from app.models import RunStatus, Trigger
@@ -41,7 +49,7 @@ from app.registry import (
     unknown_job_message,
     unmatched_overrides,
 )
-from app.runner import RunOutcome, attempt_run
+from app.runner import AttemptResult, RunOutcome, attempt_run
 from app.worker import Worker, default_worker_id, utc_now
 
 logger = logging.getLogger(__name__)
@@ -162,17 +170,87 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         settings=deployment.settings,
         worker_id=default_worker_id(),
         wait_for_lock=True,
+        ignore_pause=args.force,
     )
+    return _print_attempt(job.name, result)
+
+
+def _print_attempt(job_name: str, result: AttemptResult) -> int:
     if isinstance(result, RunOutcome):
         detail = f": {result.error}" if result.error else ""
         print(
-            f"run {result.run_id} of {job.name}: {result.status} "
+            f"run {result.run_id} of {job_name}: {result.status} "
             f"in {result.duration_ms:.0f} ms{detail}"
         )
         return EXIT_JOB_FAILED if result.status == RunStatus.FAILURE else EXIT_OK
-    reason = result.reason if isinstance(result, Skip) else "another worker holds its lock"
-    print(f"{job.name} skipped: {reason}")
+    reason = result.reason if isinstance(result, Skip | Wait) else "another worker holds its lock"
+    print(f"{job_name} skipped: {reason}")
     return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Re-run a FAILED run's instant as a new attempt, through the lock."""
+    database = _ready_database(deployment.settings)
+    run = get_run(database, args.run_id)
+    if run is None:
+        raise ConfigError(f"no run has id {args.run_id}; `cronlock history --failed` lists them")
+    if run.status != RunStatus.FAILURE:
+        raise ConfigError(f"run {run.id} is {run.status}; only a FAILURE can be retried")
+    if run.job_name not in deployment.registry:
+        raise UnknownJob(unknown_job_message(run.job_name, deployment.registry.names))
+    newest = latest_attempt(database, run.job_name, run.scheduled_for)
+    if newest != run.attempt:
+        raise ConfigError(
+            f"run {run.id} is attempt {run.attempt} of its instant, which already has attempt "
+            f"{newest}; retry the latest one"
+        )
+    result = attempt_run(
+        database,
+        deployment.registry.get(run.job_name),
+        scheduled_for=run.scheduled_for,
+        trigger=Trigger.MANUAL,
+        settings=deployment.settings,
+        worker_id=default_worker_id(),
+        wait_for_lock=True,
+        ignore_pause=True,
+        retry_run_id=run.id,
+    )
+    return _print_attempt(run.job_name, result)
+
+
+def cmd_pause(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Pause one job, or all, on every replica."""
+    if bool(args.job) == bool(args.all):
+        raise ConfigError("name one JOB to pause, or pass --all")
+    database = _ready_database(deployment.settings)
+    if args.all:
+        pause_all(database, reason=args.reason, paused_by=operator())
+        print(f"all jobs paused: {args.reason}")
+    else:
+        name = _known_job(database, deployment, args.job)
+        pause_job(database, name, reason=args.reason, paused_by=operator())
+        print(f"{name} paused: {args.reason}")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Resume one job, or lift `pause --all`."""
+    if bool(args.job) == bool(args.all):
+        raise ConfigError("name one JOB to resume, or pass --all")
+    database = _ready_database(deployment.settings)
+    if args.all:
+        was = resume_all(database)
+        print("all jobs resumed" if was else "jobs were not paused with --all")
+    else:
+        name = _known_job(database, deployment, args.job)
+        print(f"{name} resumed" if resume_job(database, name) else f"{name} was not paused")
+    return EXIT_OK
+
+
+def _known_job(database: Database, deployment: Deployment, name: str) -> str:
+    if name in deployment.registry or name in recorded_job_names(database):
+        return name
+    raise UnknownJob(unknown_job_message(name, deployment.registry.names))
 
 
 def _fmt_time(moment: datetime | None, settings: Settings) -> str:
@@ -195,10 +273,12 @@ def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
     settings = deployment.settings
     database = _ready_database(settings)
     latest = last_runs(database, [j.name for j in deployment.jobs])
+    everything, paused = pauses(database)
     now = utc_now()
     rows = []
     for configured in deployment.jobs:
         last = latest.get(configured.name)
+        pause = paused.get(configured.name) or everything
         rows.append(
             [
                 configured.name,
@@ -208,9 +288,10 @@ def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
                 if configured.enabled
                 else "-",
                 f"{last.status} {_fmt_time(last.started_at, settings)}" if last else "never",
+                f"yes: {pause.reason} ({pause.paused_by})" if pause else "no",
             ]
         )
-    print(_table(["JOB", "SCHEDULE", "ENABLED", "NEXT", "LAST RUN"], rows))
+    print(_table(["JOB", "SCHEDULE", "ENABLED", "NEXT", "LAST RUN", "PAUSED"], rows))
     return EXIT_OK
 
 
@@ -239,7 +320,13 @@ def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
         known = recorded_job_names(database)
         if args.job not in known:
             raise UnknownJob(unknown_job_message(args.job, deployment.registry.names))
-    runs = list_runs(database, job_name=args.job, status=args.status, limit=args.limit)
+    runs = list_runs(
+        database,
+        job_name=args.job,
+        status=args.status,
+        unrecovered_failures=args.failed,
+        limit=args.limit,
+    )
     if args.json:
         print(json.dumps([_record_json(r) for r in runs], indent=2))
         return EXIT_OK
@@ -328,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one job now, through the lock")
     run.add_argument("job", metavar="JOB")
-    run.add_argument("--force", action="store_true", help="run even if the job is disabled")
+    run.add_argument(
+        "--force", action="store_true", help="run even if the job is disabled or paused"
+    )
     run.set_defaults(handler=cmd_run)
 
     commands.add_parser("jobs", help="list jobs, next instants and last runs").set_defaults(
@@ -339,8 +428,26 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("job", metavar="JOB", nargs="?")
     history.add_argument("--status", type=_status, help="RUNNING, SUCCESS or FAILURE")
     history.add_argument("--limit", type=_positive, default=20, help="how many runs (20)")
+    history.add_argument(
+        "--failed", action="store_true", help="failed runs whose instant nothing has recovered"
+    )
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(handler=cmd_history)
+
+    retry = commands.add_parser("retry", help="re-run a FAILED run's instant, as a new attempt")
+    retry.add_argument("run_id", metavar="RUN_ID", type=_positive)
+    retry.set_defaults(handler=cmd_retry)
+
+    pause = commands.add_parser("pause", help="pause a job (or --all) on every replica")
+    pause.add_argument("job", metavar="JOB", nargs="?")
+    pause.add_argument("--all", action="store_true", help="pause every job")
+    pause.add_argument("--reason", required=True, help="why, shown in history and `jobs`")
+    pause.set_defaults(handler=cmd_pause)
+
+    resume = commands.add_parser("resume", help="resume a paused job (or --all)")
+    resume.add_argument("job", metavar="JOB", nargs="?")
+    resume.add_argument("--all", action="store_true", help="lift `pause --all`")
+    resume.set_defaults(handler=cmd_resume)
 
     commands.add_parser("migrate", help="upgrade the schema to the latest revision").set_defaults(
         handler=cmd_migrate

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, true
+from sqlalchemy.orm import aliased
 
 from app.db import Database
 from app.models import JobExecution, JobRow, RunStatus
@@ -64,16 +65,49 @@ def list_runs(
     *,
     job_name: str | None = None,
     status: str | None = None,
+    unrecovered_failures: bool = False,
     limit: int = 20,
 ) -> list[RunRecord]:
-    """The newest runs first, optionally for one job and one status."""
+    """The newest runs first, optionally for one job and one status.
+
+    `unrecovered_failures` is the dead-letter view: FAILURE runs whose instant has
+    no SUCCESS since (no retry, manual or automatic, made up for them).
+    """
     query = select(*_COLUMNS).order_by(JobExecution.id.desc()).limit(limit)
     if job_name is not None:
         query = query.where(JobExecution.job_name == job_name)
     if status is not None:
         query = query.where(JobExecution.status == status)
+    if unrecovered_failures:
+        later = aliased(JobExecution)
+        recovered = (
+            select(later.id)
+            .where(
+                later.job_name == JobExecution.job_name,
+                later.scheduled_for == JobExecution.scheduled_for,
+                later.status == RunStatus.SUCCESS,
+            )
+            .exists()
+        )
+        query = query.where(JobExecution.status == RunStatus.FAILURE, ~recovered)
     with database.transaction() as session:
         return [RunRecord(*row) for row in session.execute(query)]
+
+
+def get_run(database: Database, run_id: int) -> RunRecord | None:
+    """One run by id."""
+    with database.transaction() as session:
+        row = session.execute(select(*_COLUMNS).where(JobExecution.id == run_id)).first()
+    return RunRecord(*row) if row else None
+
+
+def latest_attempt(database: Database, job_name: str, scheduled_for: datetime) -> int:
+    """The highest attempt recorded for a (job, instant)."""
+    query = select(func.max(JobExecution.attempt)).where(
+        JobExecution.job_name == job_name, JobExecution.scheduled_for == scheduled_for
+    )
+    with database.transaction() as session:
+        return int(session.execute(query).scalar() or 0)
 
 
 def recorded_job_names(database: Database) -> list[str]:

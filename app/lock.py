@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import Database
-from app.models import JobExecution, JobRow, RunStatus, Trigger
+from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
 from app.outcomes import truncate
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,20 @@ class ClaimRequest:
     run_after: Sequence[str] = ()
     pre_check: PreCheckFn | None = None
     wait_for_lock: bool = False
+    ignore_pause: bool = False
+    retry_run_id: int | None = None
     redact: Callable[[str], str] = str
 
 
 _run = JobExecution
 
-_LOCK = select(JobRow.name).where(JobRow.name == bindparam("job_name"))
-_LOCK_OR_SKIP = _LOCK.with_for_update(skip_locked=True)
-_LOCK_OR_WAIT = _LOCK.with_for_update()
+# The lock also reads whether the job (or everything) is paused: no extra query.
+_ALL_PAUSED = select(GlobalPause.paused_reason).where(GlobalPause.id.is_(True)).scalar_subquery()
+_LOCK = select(JobRow.name, JobRow.paused_reason, _ALL_PAUSED.label("all_paused")).where(
+    JobRow.name == bindparam("job_name")
+)
+_LOCK_OR_SKIP = _LOCK.with_for_update(of=JobRow, skip_locked=True)
+_LOCK_OR_WAIT = _LOCK.with_for_update(of=JobRow)
 
 # A separate statement from the lock on purpose: under READ COMMITTED each
 # statement takes a new snapshot, so this one sees what the previous lock holder
@@ -171,9 +177,10 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
     try:
         with database.connection() as conn:
             lock = _LOCK_OR_WAIT if request.wait_for_lock else _LOCK_OR_SKIP
-            if conn.execute(lock, {"job_name": request.job_name}).first() is None:
+            locked = conn.execute(lock, {"job_name": request.job_name}).first()
+            if locked is None:
                 return None
-            return _claim_locked(conn, request)
+            return _claim_locked(conn, request, _pause_reason(locked, request))
     except IntegrityError as exc:
         # The unique indexes caught what the row lock should have prevented.
         logger.error(
@@ -186,7 +193,17 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
         return None
 
 
-def _claim_locked(conn: Connection, request: ClaimRequest) -> ClaimResult:
+def _pause_reason(locked: Any, request: ClaimRequest) -> str | None:
+    if request.ignore_pause:
+        return None
+    if locked.paused_reason is not None:
+        return f"paused: {locked.paused_reason}"
+    if locked.all_paused is not None:
+        return f"paused (all jobs): {locked.all_paused}"
+    return None
+
+
+def _claim_locked(conn: Connection, request: ClaimRequest, paused: str | None) -> ClaimResult:
     runs = _read_state(conn, request)
     stale = [r for r in runs if r.status == RunStatus.RUNNING and r.stale]
     if stale:
@@ -197,12 +214,18 @@ def _claim_locked(conn: Connection, request: ClaimRequest) -> ClaimResult:
     if isinstance(decision, Skip):
         return _record_skip(conn, request, decision, attempt=1)
     attempt, retried_run = decision
-    if request.run_after:
+    if retried_run is not None:
+        # Whatever happens next, this retry is used up.
+        conn.execute(_CONSUME_RETRY, {"run_id": retried_run})
+    verdict: Skip | Wait | None = None
+    if paused is not None:
+        verdict = Skip(paused, recorded=True)
+    elif request.run_after:
         verdict = _upstream_verdict(conn, request.run_after, request.scheduled_for)
-        if isinstance(verdict, Skip):
-            return _record_skip(conn, request, verdict, attempt=attempt)
-        if verdict is not None:
-            return verdict
+    if isinstance(verdict, Skip):
+        return _record_skip(conn, request, verdict, attempt=attempt)
+    if verdict is not None:
+        return verdict
     if request.pre_check is not None:
         try:
             reason = _run_pre_check(conn, request.pre_check)
@@ -213,8 +236,6 @@ def _claim_locked(conn: Connection, request: ClaimRequest) -> ClaimResult:
             return PreCheckFailed(run_id=failed.id, error=error)
         if reason is not None:
             return _record_skip(conn, request, Skip(reason, recorded=True), attempt=attempt)
-    if retried_run is not None:
-        conn.execute(_CONSUME_RETRY, {"run_id": retried_run})
     created = _insert(conn, request, attempt, RunStatus.RUNNING)
     return Claim(
         run_id=created.id,
@@ -275,7 +296,8 @@ def _decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int
         return Skip(f"already running as run {run.id} on {run.worker_id}")
     if mine:
         latest = mine[-1]
-        if not (latest.status == RunStatus.FAILURE and latest.retry_due):
+        retry_due = latest.retry_due or latest.id == request.retry_run_id
+        if not (latest.status == RunStatus.FAILURE and retry_due):
             return Skip(f"this instant already has run {latest.id} ({latest.status})")
         if live:
             return Skip(f"retry waits: run {live[0].id} is still running")

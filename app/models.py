@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -76,6 +77,24 @@ class JobRow(Base):
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set by `cronlock pause`; every replica reads it with the claim's row lock.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(Text)
+    # When the current failure streak was alerted on; cleared by the next success.
+    alerted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GlobalPause(Base):
+    """`cronlock pause --all`: at most one row, read by every claim."""
+
+    __tablename__ = "global_pause"
+    __table_args__ = (CheckConstraint("id", name="single_row"),)
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    paused_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    paused_reason: Mapped[str] = mapped_column(Text)
+    paused_by: Mapped[str] = mapped_column(Text)
 
 
 class JobExecution(Base):

@@ -72,8 +72,13 @@ def attempt_run(
     wait_for_lock: bool = False,
     alarm: Alarm | None = None,
     heartbeat: Heartbeat | None = None,
+    ignore_pause: bool = False,
+    retry_run_id: int | None = None,
 ) -> AttemptResult:
-    """Claim `job` for `scheduled_for` and, if this worker wins, run it to an outcome."""
+    """Claim `job` for `scheduled_for` and, if this worker wins, run it to an outcome.
+
+    `retry_run_id` names a FAILED run of that instant to retry now (`cronlock retry`).
+    """
     with job_scope(job.name):
         pre_check = job.pre_check
         claimed = claim_run(
@@ -99,6 +104,8 @@ def attempt_run(
                     )
                 ),
                 wait_for_lock=wait_for_lock,
+                ignore_pause=ignore_pause,
+                retry_run_id=retry_run_id,
                 redact=lambda text: scrub(text, settings.secrets),
             ),
         )

@@ -1,0 +1,95 @@
+"""Steering from the CLI: pausing and resuming jobs, stored where every claim reads it.
+
+A pause is a column on the job's own row (or the single row of `global_pause` for
+`--all`), which the claim reads in its locking statement: every replica honours
+it at its next claim, with no extra query and no restart. Pausing a job waits
+for a claim in progress on it, so once `cronlock pause` returns, no new run of
+the job starts anywhere.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from app.db import Database
+from app.lock import ensure_jobs
+from app.models import GlobalPause, JobRow
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Who paused what, when and why."""
+
+    paused_at: datetime
+    reason: str
+    paused_by: str
+
+
+def operator() -> str:
+    """user@host of whoever runs the command, recorded with a pause."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def pause_job(database: Database, name: str, *, reason: str, paused_by: str) -> None:
+    """Pause one job on every replica."""
+    ensure_jobs(database, [name])
+    with database.connection() as conn:
+        conn.execute(
+            update(JobRow)
+            .where(JobRow.name == name)
+            .values(paused_at=func.now(), paused_reason=reason, paused_by=paused_by)
+        )
+
+
+def resume_job(database: Database, name: str) -> bool:
+    """Resume one job; False when it was not paused."""
+    with database.connection() as conn:
+        resumed = conn.execute(
+            update(JobRow)
+            .where(JobRow.name == name, JobRow.paused_at.is_not(None))
+            .values(paused_at=None, paused_reason=None, paused_by=None)
+            .returning(JobRow.name)
+        ).first()
+    return resumed is not None
+
+
+def pause_all(database: Database, *, reason: str, paused_by: str) -> None:
+    """Pause every job on every replica (individual pauses are kept as they are)."""
+    statement = pg_insert(GlobalPause).values(paused_reason=reason, paused_by=paused_by)
+    statement = statement.on_conflict_do_update(
+        index_elements=[GlobalPause.id],
+        set_={"paused_at": func.now(), "paused_reason": reason, "paused_by": paused_by},
+    )
+    with database.connection() as conn:
+        conn.execute(statement)
+
+
+def resume_all(database: Database) -> bool:
+    """Lift `pause --all`; False when it was not set."""
+    with database.connection() as conn:
+        return conn.execute(delete(GlobalPause).returning(GlobalPause.id)).first() is not None
+
+
+def pauses(database: Database) -> tuple[Pause | None, dict[str, Pause]]:
+    """The global pause, if any, and each paused job's pause."""
+    jobs = select(JobRow.name, JobRow.paused_at, JobRow.paused_reason, JobRow.paused_by).where(
+        JobRow.paused_at.is_not(None)
+    )
+    everything = select(GlobalPause.paused_at, GlobalPause.paused_reason, GlobalPause.paused_by)
+    with database.autocommit() as conn:
+        row = conn.execute(everything).first()
+        per_job = {
+            r.name: Pause(r.paused_at, r.paused_reason or "", r.paused_by or "")
+            for r in conn.execute(jobs)
+        }
+    return (Pause(row.paused_at, row.paused_reason, row.paused_by) if row else None), per_job
