@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -13,7 +14,19 @@ from sqlalchemy import Connection, text
 from app.db import Database
 from app.errors import SchemaNotAtHead
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def _revisions_root() -> Path:
+    """Where alembic.ini and alembic/ are: the source tree, or the installed data files."""
+    source = Path(__file__).resolve().parent.parent
+    if (source / "alembic" / "env.py").is_file():
+        return source
+    installed = Path(sys.prefix) / "share" / "cronlock"
+    if (installed / "alembic" / "env.py").is_file():
+        return installed
+    raise RuntimeError(f"cronlock's schema revisions are in neither {source} nor {installed}")
+
+
+PROJECT_ROOT = _revisions_root()
 # Serialises `cronlock migrate` run by several replicas at once.
 _MIGRATION_LOCK_KEY = 0x63726F6E6C6F636B  # "cronlock"
 
