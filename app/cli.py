@@ -23,12 +23,13 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from app import __version__
+from app import __version__, alerts
 from app.config import Settings
 from app.control import operator, pause_all, pause_job, pauses, resume_all, resume_job
 from app.db import Database
 from app.embedded import start_embedded
 from app.errors import ConfigError, CronlockError, UnknownJob
+from app.health import HealthServer
 from app.history import (
     RunRecord,
     get_run,
@@ -50,7 +51,8 @@ from app.registry import (
     unmatched_overrides,
 )
 from app.runner import AttemptResult, RunOutcome, attempt_run
-from app.worker import Worker, default_worker_id, utc_now
+from app.systemd import Notifier
+from app.worker import LIVENESS_INTERVAL_S, Worker, default_worker_id, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +113,22 @@ def _ready_database(settings: Settings) -> Database:
 
 def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     """Run the jobs on their schedules until SIGINT/SIGTERM (or once, with --once)."""
-    database = _ready_database(deployment.settings)
-    worker = Worker(database, deployment.jobs, deployment.settings)
+    settings = deployment.settings
+    database = _ready_database(settings)
+    notifier = Notifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
+    worker = Worker(database, deployment.jobs, settings, notifier=notifier)
     _stop_on_signals(worker)
+    server = None
+    if settings.metrics_port is not None and not args.once:
+        server = HealthServer(
+            database,
+            worker.liveness,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            # A long run keeps liveness up through its lease renewals.
+            max_silence_s=max(6 * LIVENESS_INTERVAL_S, 3 * settings.heartbeat_interval_s),
+        )
+        server.start()
     logger.info(
         "worker %s started with %d jobs (%d enabled) on %s",
         worker.worker_id,
@@ -122,7 +137,11 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
         database.display_url,
         extra={"event": "worker_started", "worker_id": worker.worker_id},
     )
-    report = worker.run_once() if args.once else worker.run_forever()
+    try:
+        report = worker.run_once() if args.once else worker.run_forever()
+    finally:
+        if server is not None:
+            server.stop()
     if worker.forced_stop:
         return EXIT_INTERRUPTED
     return EXIT_JOB_FAILED if report.failed and args.once else EXIT_OK
@@ -348,6 +367,27 @@ def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
     return EXIT_OK
 
 
+def cmd_next(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Preview a job's next instants in CRON_TZ, marking daylight-saving shifts."""
+    name = deployment.registry.get(args.job).name
+    configured = next(j for j in deployment.jobs if j.name == name)
+    zone = deployment.settings.cron_tz
+    moment, previous_offset = utc_now(), None
+    print(f"{name}: {configured.schedule.expression} ({zone.key})")
+    for _ in range(args.n):
+        moment = configured.schedule.next_after(moment)
+        local = moment.astimezone(zone)
+        offset = local.strftime("%z")
+        shift = ""
+        if previous_offset is not None and offset != previous_offset:
+            shift = f"  <- clocks change: UTC{previous_offset} to UTC{offset}"
+        print(f"{local.isoformat(sep=' ', timespec='seconds')}{shift}")
+        previous_offset = offset
+    if not configured.enabled:
+        print(f"(disabled by {name.upper().replace('-', '_')}_ENABLED: these will not run)")
+    return EXIT_OK
+
+
 def cmd_migrate(_args: argparse.Namespace, deployment: Deployment) -> int:
     """Upgrade the schema to the latest revision."""
     database = open_database(deployment.settings, migrate_embedded=False)
@@ -434,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(handler=cmd_history)
 
+    upcoming = commands.add_parser("next", help="preview a job's next instants")
+    upcoming.add_argument("job", metavar="JOB")
+    upcoming.add_argument("-n", type=_positive, default=10, help="how many (10)")
+    upcoming.set_defaults(handler=cmd_next)
+
     retry = commands.add_parser("retry", help="re-run a FAILED run's instant, as a new attempt")
     retry.add_argument("run_id", metavar="RUN_ID", type=_positive)
     retry.set_defaults(handler=cmd_retry)
@@ -473,3 +518,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cronlock {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        alerts.flush()

@@ -107,6 +107,12 @@ class Settings:
     log_level: str = "INFO"
     log_format: str | None = None
     secrets: tuple[str, ...] = ()
+    alert_after_failures: int = 3
+    alert_webhook_url: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers come from outside the pod
+    notify_socket: str | None = None
+    watchdog_usec: int | None = None
     job_overrides: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -131,7 +137,20 @@ class Settings:
         if log_format not in (None, "json", "text"):
             raise ConfigError(f"LOG_FORMAT={log_format!r} is not a format; use json or text")
         database_url = normalize_database_url(raw_url) if raw_url else None
+        raw_port = env.get("METRICS_PORT", "").strip()
+        if raw_port and not (raw_port.isdigit() and int(raw_port) <= 65535):
+            raise ConfigError(f"METRICS_PORT={raw_port!r} is not a port; use 1-65535, e.g. 9464")
+        raw_watchdog = env.get("WATCHDOG_USEC", "").strip()
+        webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
+        if webhook and not webhook.startswith(("http://", "https://")):
+            raise ConfigError(f"ALERT_WEBHOOK_URL={webhook!r} is not an http(s) URL")
         return cls(
+            alert_after_failures=int(_positive(env, "ALERT_AFTER_FAILURES", 3, whole=True)),
+            alert_webhook_url=webhook,
+            metrics_port=int(raw_port) if raw_port else None,
+            metrics_host=env.get("METRICS_HOST", "").strip() or "0.0.0.0",  # noqa: S104
+            notify_socket=env.get("NOTIFY_SOCKET", "").strip() or None,
+            watchdog_usec=int(raw_watchdog) if raw_watchdog.isdigit() else None,
             database_url=database_url,
             log_format=log_format,
             secrets=tuple(secrets_in(env, database_url)),

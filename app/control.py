@@ -63,6 +63,34 @@ def resume_job(database: Database, name: str) -> bool:
     return resumed is not None
 
 
+def open_alert(database: Database, name: str) -> bool:
+    """Mark the job's failure streak alerted; True for the one worker that does it first."""
+    with database.connection() as conn:
+        return (
+            conn.execute(
+                update(JobRow)
+                .where(JobRow.name == name, JobRow.alerted_at.is_(None))
+                .values(alerted_at=func.now())
+                .returning(JobRow.name)
+            ).first()
+            is not None
+        )
+
+
+def close_alert(database: Database, name: str) -> bool:
+    """End the job's alerted streak; True for the one worker that does it first."""
+    with database.connection() as conn:
+        return (
+            conn.execute(
+                update(JobRow)
+                .where(JobRow.name == name, JobRow.alerted_at.is_not(None))
+                .values(alerted_at=None)
+                .returning(JobRow.name)
+            ).first()
+            is not None
+        )
+
+
 def pause_all(database: Database, *, reason: str, paused_by: str) -> None:
     """Pause every job on every replica (individual pauses are kept as they are)."""
     statement = pg_insert(GlobalPause).values(paused_reason=reason, paused_by=paused_by)

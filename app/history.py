@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, true
@@ -92,6 +92,45 @@ def list_runs(
         query = query.where(JobExecution.status == RunStatus.FAILURE, ~recovered)
     with database.transaction() as session:
         return [RunRecord(*row) for row in session.execute(query)]
+
+
+_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Streak:
+    """A job's last success and the failures recorded since."""
+
+    last_success_at: datetime | None
+    failures: int
+
+
+def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
+    """Each job's last success and failures since: two index probes per job."""
+    last = (
+        select(JobExecution.scheduled_for, JobExecution.completed_at)
+        .where(JobExecution.job_name == JobRow.name, JobExecution.status == RunStatus.SUCCESS)
+        .order_by(JobExecution.scheduled_for.desc())
+        .limit(1)
+        .lateral()
+    )
+    failures = (
+        select(func.count())
+        .where(
+            JobExecution.job_name == JobRow.name,
+            JobExecution.status == RunStatus.FAILURE,
+            JobExecution.scheduled_for > func.coalesce(last.c.scheduled_for, _BEGINNING),
+        )
+        .scalar_subquery()
+    )
+    query = (
+        select(JobRow.name, last.c.completed_at, failures)
+        .select_from(JobRow)
+        .outerjoin(last, true())
+        .where(JobRow.name.in_(list(names)))
+    )
+    with database.transaction() as session:
+        return {name: Streak(at, int(n)) for name, at, n in session.execute(query)}
 
 
 def get_run(database: Database, run_id: int) -> RunRecord | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -61,8 +61,16 @@ class Lease:
 class Heartbeat:
     """Renews the lease of the run this worker is executing, from one background thread."""
 
-    def __init__(self, database: Database, *, interval_s: float, stale_after_s: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        interval_s: float,
+        stale_after_s: float,
+        on_renewed: Callable[[], None] | None = None,
+    ) -> None:
         self.database = database
+        self.on_renewed = on_renewed
         self.interval_s = interval_s
         self.stale_after_s = stale_after_s
         self._state = threading.Condition()
@@ -133,5 +141,7 @@ class Heartbeat:
         if still_ours:
             lease.last_renewed = time.monotonic()
             lease.next_beat_at = lease.last_renewed + self.interval_s
+            if self.on_renewed is not None:
+                self.on_renewed()  # a long run keeps the worker's liveness up
         else:
             lease.lose("another worker took the run over")

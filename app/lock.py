@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,14 +46,20 @@ class Claim:
     attempt: int
     worker_id: str
     started_at: datetime
+    alert_open: bool = False
 
 
 @dataclass(frozen=True)
 class Skip:
-    """The instant needs no run from this worker. `recorded`: a SKIPPED row says why."""
+    """The instant needs no run from this worker. `recorded`: a SKIPPED row says why.
+
+    `kind` sorts reasons for metrics: handled (the instant has a run already),
+    running (a previous run is still going), pre_check, upstream, paused.
+    """
 
     reason: str
     recorded: bool = False
+    kind: str = "handled"
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,9 @@ _run = JobExecution
 
 # The lock also reads whether the job (or everything) is paused: no extra query.
 _ALL_PAUSED = select(GlobalPause.paused_reason).where(GlobalPause.id.is_(True)).scalar_subquery()
-_LOCK = select(JobRow.name, JobRow.paused_reason, _ALL_PAUSED.label("all_paused")).where(
-    JobRow.name == bindparam("job_name")
-)
+_LOCK = select(
+    JobRow.name, JobRow.paused_reason, JobRow.alerted_at, _ALL_PAUSED.label("all_paused")
+).where(JobRow.name == bindparam("job_name"))
 _LOCK_OR_SKIP = _LOCK.with_for_update(of=JobRow, skip_locked=True)
 _LOCK_OR_WAIT = _LOCK.with_for_update(of=JobRow)
 
@@ -180,7 +186,10 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
             locked = conn.execute(lock, {"job_name": request.job_name}).first()
             if locked is None:
                 return None
-            return _claim_locked(conn, request, _pause_reason(locked, request))
+            claimed = _claim_locked(conn, request, _pause_reason(locked, request))
+            if isinstance(claimed, Claim) and locked.alerted_at is not None:
+                return replace(claimed, alert_open=True)
+            return claimed
     except IntegrityError as exc:
         # The unique indexes caught what the row lock should have prevented.
         logger.error(
@@ -219,7 +228,7 @@ def _claim_locked(conn: Connection, request: ClaimRequest, paused: str | None) -
         conn.execute(_CONSUME_RETRY, {"run_id": retried_run})
     verdict: Skip | Wait | None = None
     if paused is not None:
-        verdict = Skip(paused, recorded=True)
+        verdict = Skip(paused, recorded=True, kind="paused")
     elif request.run_after:
         verdict = _upstream_verdict(conn, request.run_after, request.scheduled_for)
     if isinstance(verdict, Skip):
@@ -235,7 +244,8 @@ def _claim_locked(conn: Connection, request: ClaimRequest, paused: str | None) -
             failed = _insert(conn, request, attempt, RunStatus.FAILURE, error)
             return PreCheckFailed(run_id=failed.id, error=error)
         if reason is not None:
-            return _record_skip(conn, request, Skip(reason, recorded=True), attempt=attempt)
+            skip = Skip(reason, recorded=True, kind="pre_check")
+            return _record_skip(conn, request, skip, attempt=attempt)
     created = _insert(conn, request, attempt, RunStatus.RUNNING)
     return Claim(
         run_id=created.id,
@@ -300,7 +310,7 @@ def _decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int
         if not (latest.status == RunStatus.FAILURE and retry_due):
             return Skip(f"this instant already has run {latest.id} ({latest.status})")
         if live:
-            return Skip(f"retry waits: run {live[0].id} is still running")
+            return Skip(f"retry waits: run {live[0].id} is still running", kind="running")
         return latest.attempt + 1, latest.id
     if live:
         previous = live[0]
@@ -323,7 +333,8 @@ def _upstream_verdict(
             return Wait(f"waiting for {upstream} to finish this instant")
         if outcome.status != RunStatus.SUCCESS:
             detail = f": {outcome.error_message}" if outcome.error_message else ""
-            return Skip(f"upstream {upstream} ended {outcome.status}{detail}", recorded=True)
+            reason = f"upstream {upstream} ended {outcome.status}{detail}"
+            return Skip(reason, recorded=True, kind="upstream")
     return None
 
 
@@ -340,7 +351,7 @@ def _run_pre_check(conn: Connection, pre_check: PreCheckFn) -> str | None:
 def _record_skip(conn: Connection, request: ClaimRequest, skip: Skip, *, attempt: int) -> Skip:
     """Write a SKIPPED row for a skip that is an outcome of this instant."""
     if not skip.recorded or request.trigger != Trigger.SCHEDULE:
-        return Skip(skip.reason)
+        return Skip(skip.reason, kind=skip.kind)
     _insert(conn, request, attempt, RunStatus.SKIPPED, skip.reason)
     return skip
 

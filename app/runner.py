@@ -18,13 +18,15 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from app import metrics
+from app.alerts import after_run
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheckContext, RunContext
 from app.lease import Heartbeat
-from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_run
+from app.lock import Claim, ClaimRequest, ClaimResult, PreCheckFailed, Skip, Wait, claim_run
 from app.logs import job_scope, scrub
 from app.models import RunStatus
 from app.outcomes import Finished, Outcome, finish_on, finish_run, takeover_of
@@ -109,6 +111,7 @@ def attempt_run(
                 redact=lambda text: scrub(text, settings.secrets),
             ),
         )
+        _count_claim(job.name, claimed)
         if isinstance(claimed, Skip):
             logger.info(
                 "skipped %s: %s",
@@ -136,6 +139,29 @@ def attempt_run(
                 heartbeat=heartbeat,
             )
         return claimed
+
+
+def _count_claim(job_name: str, claimed: ClaimResult) -> None:
+    if claimed is None:
+        metrics.SKIPPED.labels(job_name=job_name, reason="locked").inc()
+    elif isinstance(claimed, Wait):
+        metrics.SKIPPED.labels(job_name=job_name, reason="upstream").inc()
+    elif isinstance(claimed, Skip):
+        metrics.SKIPPED.labels(job_name=job_name, reason=claimed.kind).inc()
+        if claimed.recorded:
+            metrics.RUNS.labels(job_name=job_name, outcome="skipped").inc()
+    elif isinstance(claimed, PreCheckFailed):
+        _count_outcome(job_name, RunStatus.FAILURE, 0.0)
+
+
+def _count_outcome(job_name: str, status: RunStatus, duration_ms: float) -> None:
+    metrics.RUNS.labels(job_name=job_name, outcome=status.lower()).inc()
+    metrics.DURATION.labels(job_name=job_name).observe(duration_ms / 1000)
+    if status == RunStatus.SUCCESS:
+        metrics.LAST_SUCCESS.labels(job_name=job_name).set(time.time())
+        metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).set(0)
+    else:
+        metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).inc()
 
 
 def _json_result(value: Any) -> dict[str, Any] | None:
@@ -200,6 +226,8 @@ def execute(
         stale_after_s=settings.stale_threshold_s,
     )
     started = time.perf_counter()
+    running = metrics.RUNNING.labels(job_name=job.name)
+    running.set(1)
     try:
         with heartbeat.track(claim.run_id, job.name, context.cancelled) as lease:
             ending = _run_body(job, context, alarm)
@@ -210,6 +238,7 @@ def execute(
         _record(database, claim, settings, interrupted)
         raise
     finally:
+        running.set(0)
         if own_heartbeat:
             heartbeat.close()
     duration_ms = (time.perf_counter() - started) * 1000
@@ -228,6 +257,16 @@ def execute(
     else:
         finished = _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
     _log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
+    if finished.landed:
+        _count_outcome(job.name, ending.status, duration_ms)
+        after_run(
+            database,
+            settings,
+            job_name=job.name,
+            status=ending.status,
+            alert_open=claim.alert_open,
+            worker_id=claim.worker_id,
+        )
     return RunOutcome(
         claim.run_id,
         ending.status,

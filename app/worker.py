@@ -21,9 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from app import metrics
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
+from app.health import Liveness
+from app.history import streaks
 from app.interrupts import Alarm
 from app.lease import Heartbeat
 from app.lock import Skip, ensure_jobs
@@ -31,12 +34,16 @@ from app.models import RunStatus, Trigger
 from app.outcomes import database_now, last_scheduled_instants, pending_retries, record_missed
 from app.registry import ConfiguredJob
 from app.runner import RunOutcome, attempt_run
+from app.systemd import Notifier
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 POLL_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 MAX_BACKOFF_S = 30.0
+# The loop wakes at least this often, without touching the database, to show it
+# is alive (/healthz, the systemd watchdog).
+LIVENESS_INTERVAL_S = 5.0
 ON_TIME_SLACK_S = 1.0
 MAX_MISSED_SCAN = 1000
 SKEW_CHECK_EVERY = timedelta(hours=1)
@@ -121,8 +128,11 @@ class Worker:
         worker_id: str | None = None,
         clock: Clock = utc_now,
         stop_event: threading.Event | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.database = database
+        self.notifier = notifier or Notifier(None)
+        self.liveness = Liveness()
         self.jobs = list(jobs)
         self.enabled = [j for j in self.jobs if j.enabled]
         self.settings = settings
@@ -134,6 +144,7 @@ class Worker:
             database,
             interval_s=settings.heartbeat_interval_s,
             stale_after_s=settings.stale_threshold_s,
+            on_renewed=self.alive,
         )
         self.forced_stop = False
         self.pending: list[Due] = []
@@ -142,6 +153,7 @@ class Worker:
         self._order = {j.name: i for i, j in enumerate(self.jobs)}
         self._uses_retries = any(j.job.retries for j in self.enabled)
         self._next_retry_at: datetime | None = None
+        self._retry_scan_at = datetime.min.replace(tzinfo=UTC)  # scan at the first tick
         self._poll = 0
         self._outage_backoff_s = 0.0
         self._skew_checked_at: datetime | None = None
@@ -175,8 +187,15 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------
 
+    def alive(self) -> None:
+        """The loop went round (or the running job's lease was renewed)."""
+        self.liveness.beat()
+        metrics.loop_went_round()
+        self.notifier.keep_alive()
+
     def request_stop(self) -> None:
         """Start no new run; give the current one SHUTDOWN_GRACE_SECONDS to finish."""
+        self.notifier.stopping()
         self.stop_event.set()
         self.alarm.arm(self.settings.shutdown_grace_s, "interrupted by shutdown")
 
@@ -213,6 +232,19 @@ class Worker:
                 extra={"event": "job_scheduled", "job": configured.name},
             )
         self.check_clock_skew(now)
+        self._publish_job_metrics(now)
+
+    def _publish_job_metrics(self, now: datetime) -> None:
+        """Identity, periods, and each job's streak from the table (for dead-man alerts)."""
+        metrics.describe_worker(self.worker_id)
+        for configured in self.enabled:
+            following = configured.schedule.next_after(now)
+            period_s = (configured.schedule.next_after(following) - following).total_seconds()
+            metrics.PERIOD.labels(job_name=configured.name).set(period_s)
+        for name, streak in streaks(self.database, [j.name for j in self.enabled]).items():
+            if streak.last_success_at is not None:
+                metrics.LAST_SUCCESS.labels(job_name=name).set(streak.last_success_at.timestamp())
+            metrics.CONSECUTIVE_FAILURES.labels(job_name=name).set(streak.failures)
 
     def check_clock_skew(self, now: datetime) -> None:
         """Warn when this worker's clock and the database's disagree by more than allowed."""
@@ -236,11 +268,13 @@ class Worker:
         """Queue what is due up to `now` (recording what was missed) and attempt it."""
         report = TickReport()
         queued = {(d.job.name, d.scheduled_for) for d in self.pending}
+        something_due = False
         for configured in self.enabled:
             instants = instants_between(configured, self.cursors.get(configured.name, now), now)
             self.cursors[configured.name] = now
             if not instants:
                 continue
+            something_due = True
             latest, older = instants[-1], instants[:-1]
             expires_at = configured.schedule.next_after(latest)
             lateness_s = (now - latest).total_seconds()
@@ -253,7 +287,13 @@ class Worker:
                 if (configured.name, latest) not in queued:
                     self.pending.append(Due(configured, latest, expires_at))
             report.missed += self._record_missed(configured, older, reason)
-        self._queue_retries(queued)
+        # Retries come from failures, which happen at instants: scan when something is
+        # due or a known retry is, and otherwise once per stale threshold, to take over
+        # runs whose worker died. A worker whose jobs have no retries never scans.
+        retry_passed = self._next_retry_at is not None and now >= self._next_retry_at
+        if something_due or retry_passed or now >= self._retry_scan_at:
+            self._queue_retries(queued)
+            self._retry_scan_at = now + timedelta(seconds=self.settings.stale_threshold_s)
         self.pending.sort(key=lambda d: (d.scheduled_for, self._order[d.job.name]))
         report.add(self.attempt_pending())
         return report
@@ -264,6 +304,7 @@ class Worker:
         if not instants:
             return 0
         recorded = record_missed(self.database, configured.name, instants, reason)
+        metrics.RUNS.labels(job_name=configured.name, outcome="missed").inc(recorded)
         if recorded:
             logger.warning(
                 "recorded %d missed instants of %s (%s .. %s)",
@@ -331,28 +372,27 @@ class Worker:
         self.pending = still_pending
         return report
 
-    def _wake_at(self, now: datetime) -> datetime | None:
+    def _wake_at(self, now: datetime) -> datetime:
         candidates = [t for t in (self.next_tick(now), self._next_retry_at) if t is not None]
+        candidates.append(now + timedelta(seconds=LIVENESS_INTERVAL_S))
         if self.pending:
             candidates.append(now + timedelta(seconds=POLL_DELAYS_S[self._poll]))
-        return min(candidates) if candidates else None
+        return min(candidates)
 
     def run_forever(self) -> TickReport:
         """Tick at every instant until the stop event is set; return the totals."""
         self.start()
+        self.notifier.ready()
+        if not self.enabled:
+            logger.warning(
+                "no job is enabled; waiting for a stop signal", extra={"event": "no_jobs_enabled"}
+            )
         total = TickReport()
         # Tick at once: the latest instant missed while no worker was up runs now.
         self._tick_survives(self.clock(), total=total)
         while not self.stop_event.is_set():
-            wake_at = self._wake_at(self.clock())
-            if wake_at is None:
-                logger.warning(
-                    "no job is enabled; waiting for a stop signal",
-                    extra={"event": "no_jobs_enabled"},
-                )
-                self.stop_event.wait()
-                break
-            delay_s = (wake_at - self.clock()).total_seconds()
+            self.alive()
+            delay_s = (self._wake_at(self.clock()) - self.clock()).total_seconds()
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
             self._tick_survives(self.clock(), total=total)

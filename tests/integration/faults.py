@@ -84,10 +84,12 @@ _counter = iter(range(1_000_000))
 def start_worker(folder: Path, db_url: str, *args: str, **variables: str) -> WorkerProcess:
     """A `cronlock worker` process on the fault jobs, with fast leases."""
     env = cli_env(
-        DATABASE_URL=db_url,
-        JOBS_MODULE=str(write_jobs(folder)),
-        **FAST_LEASES,
-        **variables,
+        **{
+            "DATABASE_URL": db_url,
+            "JOBS_MODULE": str(write_jobs(folder)),
+            **FAST_LEASES,
+            **variables,
+        }
     )
     log_path = folder / f"worker-{next(_counter)}.log"
     with log_path.open("w") as log:

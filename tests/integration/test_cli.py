@@ -229,3 +229,25 @@ def test_embedded_default_when_database_url_is_unset(tmp_path, env):
     assert "migrated the embedded database" in result.stderr
     assert "[sync-invoices] run" in result.stderr
     assert (data_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+def test_next_previews_instants_and_marks_dst_shifts(tmp_path):
+    module = tmp_path / "dst_jobs.py"
+    module.write_text(
+        "from app.job import job\n"
+        "@job('weekly', schedule='30 2 * * 0')\n"
+        "def weekly(ctx):\n    pass\n"
+        "JOBS = [weekly]\n"
+    )
+    result = cronlock(
+        "next", "weekly", "-n", "60", cwd=tmp_path, JOBS_MODULE=str(module), CRON_TZ="Europe/Berlin"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "weekly: 30 2 * * 0 (Europe/Berlin)"
+    assert len(lines) == 61
+    shifts = [line for line in lines if "clocks change" in line]
+    assert len(shifts) >= 2  # one spring, one autumn within 60 weeks
+    spring = next(line for line in shifts if "UTC+0100 to UTC+0200" in line)
+    assert " 03:00:00+02:00" in spring  # 02:30 does not exist that night
+    assert cronlock("next", "weakly", cwd=tmp_path, JOBS_MODULE=str(module)).returncode == 2

@@ -110,7 +110,7 @@ def test_pre_check_reason_is_recorded_as_skipped(database: Database):
         return "already done for this period"
 
     result = claim(database, pre_check=pre_check)
-    assert result == Skip("already done for this period", recorded=True)
+    assert result == Skip("already done for this period", recorded=True, kind="pre_check")
     assert seen == [0]
     [row] = rows(database)
     assert (row.status, row.error_message) == ("SKIPPED", "already done for this period")
