@@ -31,12 +31,15 @@ from app.embedded import start_embedded
 from app.errors import ConfigError, CronlockError, UnknownJob
 from app.health import HealthServer
 from app.history import (
+    JobStats,
     RunRecord,
     get_run,
+    job_stats,
     last_runs,
     latest_attempt,
     list_runs,
     recorded_job_names,
+    streaks,
 )
 from app.lock import Skip, Wait, ensure_jobs
 from app.logs import configure_logging
@@ -288,15 +291,20 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
-    """List each job: schedule, enabled, next instant, last run."""
+    """Each job: schedule, next instant, last run, and its record over the retention window."""
     settings = deployment.settings
     database = _ready_database(settings)
-    latest = last_runs(database, [j.name for j in deployment.jobs])
+    names = [j.name for j in deployment.jobs]
+    latest = last_runs(database, names)
+    stats = job_stats(database, days=settings.history_retention_days)
+    streak = streaks(database, names)
     everything, paused = pauses(database)
     now = utc_now()
     rows = []
     for configured in deployment.jobs:
         last = latest.get(configured.name)
+        record = stats.get(configured.name, JobStats(0, 0, None, None))
+        failing = streak.get(configured.name)
         pause = paused.get(configured.name) or everything
         rows.append(
             [
@@ -307,11 +315,36 @@ def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
                 if configured.enabled
                 else "-",
                 f"{last.status} {_fmt_time(last.started_at, settings)}" if last else "never",
+                str(record.runs),
+                str(record.failures),
+                _fmt_seconds(record.average_s),
+                _fmt_seconds(record.p95_s),
+                str(failing.failures if failing else 0),
+                _fmt_time(failing.last_success_at if failing else None, settings),
                 f"yes: {pause.reason} ({pause.paused_by})" if pause else "no",
             ]
         )
-    print(_table(["JOB", "SCHEDULE", "ENABLED", "NEXT", "LAST RUN", "PAUSED"], rows))
+    headers = [
+        "JOB",
+        "SCHEDULE",
+        "ENABLED",
+        "NEXT",
+        "LAST RUN",
+        "RUNS",
+        "FAILED",
+        "AVG",
+        "P95",
+        "FAILING",
+        "LAST SUCCESS",
+        "PAUSED",
+    ]
+    print(_table(headers, rows))
+    print(f"(runs, failures and durations over the last {settings.history_retention_days} days)")
     return EXIT_OK
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
 
 
 def _record_json(run: RunRecord) -> dict[str, Any]:

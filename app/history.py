@@ -133,6 +133,42 @@ def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
         return {name: Streak(at, int(n)) for name, at, n in session.execute(query)}
 
 
+@dataclass(frozen=True)
+class JobStats:
+    """Runs (SUCCESS or FAILURE) of a job over a window, and how long they took."""
+
+    runs: int
+    failures: int
+    average_s: float | None
+    p95_s: float | None
+
+
+def job_stats(database: Database, *, days: int) -> dict[str, JobStats]:
+    """Per job, over the last `days` (the retention window): runs, failures, avg and p95."""
+    took = func.extract("epoch", JobExecution.completed_at - JobExecution.started_at)
+    ran = JobExecution.status.in_([RunStatus.SUCCESS, RunStatus.FAILURE])
+    query = (
+        select(
+            JobExecution.job_name,
+            func.count().filter(ran),
+            func.count().filter(JobExecution.status == RunStatus.FAILURE),
+            func.avg(took).filter(ran),
+            func.percentile_cont(0.95).within_group(took).filter(ran),
+        )
+        .where(JobExecution.started_at > func.now() - timedelta(days=days))
+        .group_by(JobExecution.job_name)
+    )
+    with database.transaction() as session:
+        return {
+            name: JobStats(int(runs), int(failures), _float(average), _float(p95))
+            for name, runs, failures, average, p95 in session.execute(query)
+        }
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def get_run(database: Database, run_id: int) -> RunRecord | None:
     """One run by id."""
     with database.transaction() as session:

@@ -77,18 +77,55 @@ def test_worker_once_runs_what_is_due_and_reports_failure(tmp_path, env):
     assert again.returncode == 0, again.stderr
 
 
-def test_jobs_lists_schedule_enabled_next_and_last_run(tmp_path, env):
+JOBS_HEADERS = [
+    "JOB",
+    "SCHEDULE",
+    "ENABLED",
+    "NEXT",
+    "LAST RUN",
+    "RUNS",
+    "FAILED",
+    "AVG",
+    "P95",
+    "FAILING",
+    "LAST SUCCESS",
+    "PAUSED",
+]
+
+
+def _columns(table: str) -> list[dict[str, str]]:
+    """Slice the fixed-width `cronlock jobs` table by its header's column positions."""
+    header, *lines = table.splitlines()
+    starts = [header.index(name) for name in JOBS_HEADERS]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [
+        {name: line[a:b].strip() for name, (a, b) in zip(JOBS_HEADERS, bounds, strict=True)}
+        for line in lines
+        if line and not line.startswith("(")
+    ]
+
+
+def test_jobs_lists_schedule_next_last_run_and_record(tmp_path, env):
     run(tmp_path, env, "run", "sync-invoices")
+    run(tmp_path, env, "run", "flaky")
+    run(tmp_path, env, "run", "flaky")
     result = run(tmp_path, env, "jobs", FLAKY_ENABLED="no")
     assert result.returncode == 0, result.stderr
-    header, sync_line, flaky_line = result.stdout.splitlines()
-    assert header.split() == ["JOB", "SCHEDULE", "ENABLED", "NEXT", "LAST", "RUN", "PAUSED"]
-    assert sync_line.startswith("sync-invoices")
-    assert "* * * * *" in sync_line
-    assert " yes " in sync_line
-    assert "SUCCESS" in sync_line
-    assert flaky_line.split()[:7] == ["flaky", "0", "*", "*", "*", "*", "no"]
-    assert flaky_line.split()[-2:] == ["never", "no"]
+    sync, flaky = _columns(result.stdout)
+    assert (sync["JOB"], sync["SCHEDULE"], sync["ENABLED"]) == ("sync-invoices", "* * * * *", "yes")
+    assert sync["LAST RUN"].startswith("SUCCESS")
+    assert (sync["RUNS"], sync["FAILED"], sync["FAILING"], sync["PAUSED"]) == ("1", "0", "0", "no")
+    assert sync["AVG"].endswith("s")
+    assert sync["P95"].endswith("s")
+    assert sync["LAST SUCCESS"] != "-"
+    assert (flaky["ENABLED"], flaky["NEXT"]) == ("no", "-")
+    assert (flaky["RUNS"], flaky["FAILED"], flaky["FAILING"], flaky["LAST SUCCESS"]) == (
+        "2",
+        "2",
+        "2",
+        "-",
+    )
+    assert "over the last 30 days" in result.stdout
 
 
 def test_history_filters(tmp_path, env):
@@ -201,11 +238,11 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path, env):
     (tmp_path / ".env").write_text(f"DATABASE_URL={env['DATABASE_URL']}\nFLAKY_ENABLED=false\n")
     from_file = cronlock("jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"])
     assert from_file.returncode == 0, from_file.stderr
-    assert " no " in from_file.stdout.splitlines()[2]
+    assert _columns(from_file.stdout)[1]["ENABLED"] == "no"
     overridden = cronlock(
         "jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"], FLAKY_ENABLED="true"
     )
-    assert " yes " in overridden.stdout.splitlines()[2]
+    assert _columns(overridden.stdout)[1]["ENABLED"] == "yes"
 
 
 def test_a_typo_in_a_job_variable_is_warned_about(tmp_path, env):
