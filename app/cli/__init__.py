@@ -1,0 +1,132 @@
+"""The `cronlock` command: the parser, and mapping errors to exit codes.
+
+One module per family of subcommands: `worker`, `steering` (run, retry, pause,
+resume), `views` (jobs, history, next), `schema` (migrate, check); `common` holds
+what they share.
+
+Exit codes: 0 ok, 1 a job failed, 2 bad usage or configuration (one line on
+stderr saying what, where and how to fix it; nothing is written), 130
+interrupted. ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from app import __version__, alerts
+from app.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, Deployment, load_deployment
+from app.cli.schema import cmd_check, cmd_migrate
+from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
+from app.cli.views import cmd_history, cmd_jobs, cmd_next
+from app.cli.worker import cmd_worker
+from app.errors import CronlockError
+from app.models import RunStatus
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a positive whole number")
+    return value
+
+
+def _status(raw: str) -> str:
+    value = raw.upper()
+    if value not in RunStatus.__members__:
+        choices = ", ".join(RunStatus.__members__)
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a status; use one of {choices}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="cronlock",
+        description="Run scheduled jobs once per instant across replicas, locked in PostgreSQL.",
+    )
+    parser.add_argument("--version", action="version", version=f"cronlock {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run the jobs on their schedules")
+    worker.add_argument(
+        "--once", action="store_true", help="settle the jobs due now, then exit (timers, CronJobs)"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    run = commands.add_parser("run", help="run one job now, through the lock")
+    run.add_argument("job", metavar="JOB")
+    run.add_argument(
+        "--force", action="store_true", help="run even if the job is disabled or paused"
+    )
+    run.set_defaults(handler=cmd_run)
+
+    commands.add_parser("jobs", help="list jobs, next instants and last runs").set_defaults(
+        handler=cmd_jobs
+    )
+
+    history = commands.add_parser("history", help="show recent runs, newest first")
+    history.add_argument("job", metavar="JOB", nargs="?")
+    history.add_argument("--status", type=_status, help="RUNNING, SUCCESS or FAILURE")
+    history.add_argument("--limit", type=_positive, default=20, help="how many runs (20)")
+    history.add_argument(
+        "--failed", action="store_true", help="failed runs whose instant nothing has recovered"
+    )
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.set_defaults(handler=cmd_history)
+
+    upcoming = commands.add_parser("next", help="preview a job's next instants")
+    upcoming.add_argument("job", metavar="JOB")
+    upcoming.add_argument("-n", type=_positive, default=10, help="how many (10)")
+    upcoming.set_defaults(handler=cmd_next)
+
+    retry = commands.add_parser("retry", help="re-run a FAILED run's instant, as a new attempt")
+    retry.add_argument("run_id", metavar="RUN_ID", type=_positive)
+    retry.set_defaults(handler=cmd_retry)
+
+    pause = commands.add_parser("pause", help="pause a job (or --all) on every replica")
+    pause.add_argument("job", metavar="JOB", nargs="?")
+    pause.add_argument("--all", action="store_true", help="pause every job")
+    pause.add_argument("--reason", required=True, help="why, shown in history and `jobs`")
+    pause.set_defaults(handler=cmd_pause)
+
+    resume = commands.add_parser("resume", help="resume a paused job (or --all)")
+    resume.add_argument("job", metavar="JOB", nargs="?")
+    resume.add_argument("--all", action="store_true", help="lift `pause --all`")
+    resume.set_defaults(handler=cmd_resume)
+
+    commands.add_parser("migrate", help="upgrade the schema to the latest revision").set_defaults(
+        handler=cmd_migrate
+    )
+    commands.add_parser(
+        "check", help="check configuration, registry, database and schema"
+    ).set_defaults(handler=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run the command, and map errors to exit codes."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace, Deployment], int] = args.handler
+    load_dotenv(Path.cwd() / ".env", override=False)
+    try:
+        return handler(args, load_deployment())
+    except CronlockError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"cronlock {args.command}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"cronlock {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        alerts.flush()

@@ -1,0 +1,103 @@
+"""What every command starts from: settings, jobs, the database, exit codes, tables."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.config import Settings
+from app.db import Database
+from app.embedded import start_embedded
+from app.errors import UnknownJob
+from app.history import (
+    recorded_job_names,
+)
+from app.logs import configure_logging
+from app.migrations import ensure_at_head, upgrade_to_head
+from app.registry import (
+    ConfiguredJob,
+    JobRegistry,
+    configure,
+    load_registry,
+    unknown_job_message,
+    unmatched_overrides,
+)
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Deployment:
+    """What every command starts from: settings, the registry and its configuration."""
+
+    settings: Settings
+    registry: JobRegistry
+    jobs: list[ConfiguredJob]
+
+
+def load_deployment(environ: dict[str, str] | None = None) -> Deployment:
+    settings = Settings.from_env(environ)
+    configure_logging(settings.log_level, log_format=settings.log_format, secrets=settings.secrets)
+    registry = load_registry(settings.jobs_module)
+    jobs = configure(registry, settings)
+    for variable in unmatched_overrides(registry, settings):
+        logger.warning(
+            "%s names no registered job; check its spelling",
+            variable,
+            extra={"event": "unmatched_job_variable", "variable": variable},
+        )
+    return Deployment(settings, registry, jobs)
+
+
+def open_database(settings: Settings, *, migrate_embedded: bool = True) -> Database:
+    """Connect to DATABASE_URL, or start the embedded server (migrated) when it is unset."""
+    if settings.database_url is not None:
+        database = Database(settings.database_url)
+        database.ping()
+        return database
+    database = Database(start_embedded(settings.data_dir))
+    if migrate_embedded:
+        before, after = upgrade_to_head(database)
+        if before != after:
+            logger.info(
+                "migrated the embedded database from %s to %s",
+                before or "empty",
+                after,
+                extra={"event": "schema_migrated"},
+            )
+    return database
+
+
+def ready_database(settings: Settings) -> Database:
+    database = open_database(settings)
+    ensure_at_head(database)
+    return database
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def known_job(database: Database, deployment: Deployment, name: str) -> str:
+    if name in deployment.registry or name in recorded_job_names(database):
+        return name
+    raise UnknownJob(unknown_job_message(name, deployment.registry.names))
+
+
+def fmt_time(moment: datetime | None, settings: Settings) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(settings.cron_tz).isoformat(sep=" ", timespec="seconds")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip()
+        for line in lines
+    )

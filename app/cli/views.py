@@ -1,0 +1,164 @@
+"""Commands that read: jobs, history, the next instants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from app.cli.common import (
+    EXIT_OK,
+    Deployment,
+    fmt_time,
+    ready_database,
+    table,
+)
+from app.control import pauses
+from app.errors import UnknownJob
+from app.history import (
+    JobStats,
+    RunRecord,
+    job_stats,
+    last_runs,
+    list_runs,
+    recorded_job_names,
+    streaks,
+)
+from app.registry import (
+    unknown_job_message,
+)
+from app.worker import utc_now
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
+    """Each job: schedule, next instant, last run, and its record over the retention window."""
+    settings = deployment.settings
+    database = ready_database(settings)
+    names = [j.name for j in deployment.jobs]
+    latest = last_runs(database, names)
+    stats = job_stats(database, days=settings.history_retention_days)
+    streak = streaks(database, names)
+    everything, paused = pauses(database)
+    now = utc_now()
+    rows = []
+    for configured in deployment.jobs:
+        last = latest.get(configured.name)
+        record = stats.get(configured.name, JobStats(0, 0, None, None))
+        failing = streak.get(configured.name)
+        pause = paused.get(configured.name) or everything
+        rows.append(
+            [
+                configured.name,
+                configured.schedule.expression,
+                "yes" if configured.enabled else "no",
+                fmt_time(configured.schedule.next_after(now), settings)
+                if configured.enabled
+                else "-",
+                f"{last.status} {fmt_time(last.started_at, settings)}" if last else "never",
+                str(record.runs),
+                str(record.failures),
+                _fmt_seconds(record.average_s),
+                _fmt_seconds(record.p95_s),
+                str(failing.failures if failing else 0),
+                fmt_time(failing.last_success_at if failing else None, settings),
+                f"yes: {pause.reason} ({pause.paused_by})" if pause else "no",
+            ]
+        )
+    headers = [
+        "JOB",
+        "SCHEDULE",
+        "ENABLED",
+        "NEXT",
+        "LAST RUN",
+        "RUNS",
+        "FAILED",
+        "AVG",
+        "P95",
+        "FAILING",
+        "LAST SUCCESS",
+        "PAUSED",
+    ]
+    print(table(headers, rows))
+    print(f"(runs, failures and durations over the last {settings.history_retention_days} days)")
+    return EXIT_OK
+
+
+def _fmt_seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def _record_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job": run.job_name,
+        "status": run.status,
+        "scheduled_for": run.scheduled_for.isoformat(),
+        "trigger": run.trigger,
+        "attempt": run.attempt,
+        "started_at": run.started_at.isoformat(),
+        "completed_at": run.completed_at.isoformat() if run.completed_at else None,
+        "duration_s": run.duration_s,
+        "worker_id": run.worker_id,
+        "error_message": run.error_message,
+        "result": run.result,
+    }
+
+
+def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Show recent runs, newest first."""
+    settings = deployment.settings
+    database = ready_database(settings)
+    if args.job is not None and args.job not in deployment.registry:
+        known = recorded_job_names(database)
+        if args.job not in known:
+            raise UnknownJob(unknown_job_message(args.job, deployment.registry.names))
+    runs = list_runs(
+        database,
+        job_name=args.job,
+        status=args.status,
+        unrecovered_failures=args.failed,
+        limit=args.limit,
+    )
+    if args.json:
+        print(json.dumps([_record_json(r) for r in runs], indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            str(r.id),
+            r.job_name,
+            r.status,
+            fmt_time(r.scheduled_for, settings),
+            r.trigger,
+            f"{r.duration_s:.3f}s" if r.duration_s is not None else "-",
+            r.worker_id,
+            (r.error_message or (json.dumps(r.result) if r.result else ""))[:80],
+        ]
+        for r in runs
+    ]
+    headers = ["ID", "JOB", "STATUS", "SCHEDULED FOR", "TRIGGER", "TOOK", "WORKER", "DETAIL"]
+    print(table(headers, rows) if rows else "no runs recorded")
+    return EXIT_OK
+
+
+def cmd_next(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Preview a job's next instants in CRON_TZ, marking daylight-saving shifts."""
+    name = deployment.registry.get(args.job).name
+    configured = next(j for j in deployment.jobs if j.name == name)
+    zone = deployment.settings.cron_tz
+    moment, previous_offset = utc_now(), None
+    print(f"{name}: {configured.schedule.expression} ({zone.key})")
+    for _ in range(args.n):
+        moment = configured.schedule.next_after(moment)
+        local = moment.astimezone(zone)
+        offset = local.strftime("%z")
+        shift = ""
+        if previous_offset is not None and offset != previous_offset:
+            shift = f"  <- clocks change: UTC{previous_offset} to UTC{offset}"
+        print(f"{local.isoformat(sep=' ', timespec='seconds')}{shift}")
+        previous_offset = offset
+    if not configured.enabled:
+        print(f"(disabled by {name.upper().replace('-', '_')}_ENABLED: these will not run)")
+    return EXIT_OK

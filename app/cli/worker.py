@@ -1,0 +1,81 @@
+"""`cronlock worker`: the long-running loop, its signals, its HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import signal
+from types import FrameType
+
+from app.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    Deployment,
+    ready_database,
+)
+from app.health import HealthServer
+from app.systemd import Notifier
+from app.worker import LIVENESS_INTERVAL_S, Worker
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Run the jobs on their schedules until SIGINT/SIGTERM (or once, with --once)."""
+    settings = deployment.settings
+    database = ready_database(settings)
+    notifier = Notifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
+    worker = Worker(database, deployment.jobs, settings, notifier=notifier)
+    _stop_on_signals(worker)
+    server = None
+    if settings.metrics_port is not None and not args.once:
+        server = HealthServer(
+            database,
+            worker.liveness,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            # A long run keeps liveness up through its lease renewals.
+            max_silence_s=max(6 * LIVENESS_INTERVAL_S, 3 * settings.heartbeat_interval_s),
+        )
+        server.start()
+    logger.info(
+        "worker %s started with %d jobs (%d enabled) on %s",
+        worker.worker_id,
+        len(worker.jobs),
+        len(worker.enabled),
+        database.display_url,
+        extra={"event": "worker_started", "worker_id": worker.worker_id},
+    )
+    try:
+        report = worker.run_once() if args.once else worker.run_forever()
+    finally:
+        if server is not None:
+            server.stop()
+    if worker.forced_stop:
+        return EXIT_INTERRUPTED
+    return EXIT_JOB_FAILED if report.failed and args.once else EXIT_OK
+
+
+def _stop_on_signals(worker: Worker) -> None:
+    """First SIGINT/SIGTERM: graceful stop with a grace period; second: stop now."""
+    # next() on a count is one C call, so a second signal landing inside this
+    # handler still sees itself as the second.
+    received = itertools.count(1)
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if next(received) > 1:
+            logger.warning("second %s: stopping now", name, extra={"event": "worker_interrupted"})
+            worker.force_stop()
+        worker.request_stop()
+        logger.info(
+            "%s received: no new job will start; the current one has %gs to finish",
+            name,
+            worker.settings.shutdown_grace_s,
+            extra={"event": "worker_stopping"},
+        )
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
