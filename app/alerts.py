@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app import metrics
 from app.config import Settings
 from app.control import close_alert, open_alert
 from app.db import Database
@@ -48,6 +49,7 @@ def after_run(
         elif status == RunStatus.FAILURE:
             failures = streaks(database, [job_name]).get(job_name)
             count = failures.failures if failures else 0
+            metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).set(count)
             if count >= settings.alert_after_failures and open_alert(database, job_name):
                 _failing(database, settings, job_name, count, worker_id)
     except DatabaseError as exc:

@@ -99,10 +99,11 @@ _BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class Streak:
-    """A job's last success and the failures recorded since."""
+    """A job's last success and the failures recorded since; when the job was first seen."""
 
     last_success_at: datetime | None
     failures: int
+    registered_at: datetime | None = None
 
 
 def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
@@ -124,13 +125,14 @@ def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
         .scalar_subquery()
     )
     query = (
-        select(JobRow.name, last.c.completed_at, failures)
+        select(JobRow.name, last.c.completed_at, failures, JobRow.created_at)
         .select_from(JobRow)
         .outerjoin(last, true())
         .where(JobRow.name.in_(list(names)))
     )
     with database.transaction() as session:
-        return {name: Streak(at, int(n)) for name, at, n in session.execute(query)}
+        rows = session.execute(query)
+        return {name: Streak(at, int(n), created) for name, at, n, created in rows}
 
 
 @dataclass(frozen=True)

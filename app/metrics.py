@@ -29,7 +29,8 @@ DURATION = Histogram(
 )
 LAST_SUCCESS = Gauge(
     "cronlock_last_success_timestamp_seconds",
-    "When the job last succeeded (on any worker; loaded from history at start).",
+    "When the job last succeeded on any worker (from history at start, then this"
+    " worker's own successes); when it was registered if it never has.",
     ["job_name"],
     registry=REGISTRY,
 )
@@ -43,9 +44,17 @@ SKIPPED = Counter(
     ["job_name", "reason"],
     registry=REGISTRY,
 )
+LAST_FAILURE = Gauge(
+    "cronlock_last_failure_timestamp_seconds",
+    "When this worker last recorded a FAILURE of the job (selects the freshest streak).",
+    ["job_name"],
+    registry=REGISTRY,
+)
+
 CONSECUTIVE_FAILURES = Gauge(
     "cronlock_consecutive_failures",
-    "Failures in a row of the job, as this worker last saw them in the table.",
+    "Failures in a row of the job across replicas, read from the table after this"
+    " worker's last FAILURE of it (0 after its last SUCCESS).",
     ["job_name"],
     registry=REGISTRY,
 )

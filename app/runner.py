@@ -161,7 +161,8 @@ def _count_outcome(job_name: str, status: RunStatus, duration_ms: float) -> None
         metrics.LAST_SUCCESS.labels(job_name=job_name).set(time.time())
         metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).set(0)
     else:
-        metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).inc()
+        metrics.LAST_FAILURE.labels(job_name=job_name).set(time.time())
+        metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).inc()  # exact once alerts reads it
 
 
 def _json_result(value: Any) -> dict[str, Any] | None:

@@ -242,8 +242,11 @@ class Worker:
             period_s = (configured.schedule.next_after(following) - following).total_seconds()
             metrics.PERIOD.labels(job_name=configured.name).set(period_s)
         for name, streak in streaks(self.database, [j.name for j in self.enabled]).items():
-            if streak.last_success_at is not None:
-                metrics.LAST_SUCCESS.labels(job_name=name).set(streak.last_success_at.timestamp())
+            # A job that never succeeded counts from its registration, so the
+            # dead-man alarm also fires for a job that has never run.
+            since = streak.last_success_at or streak.registered_at
+            if since is not None:
+                metrics.LAST_SUCCESS.labels(job_name=name).set(since.timestamp())
             metrics.CONSECUTIVE_FAILURES.labels(job_name=name).set(streak.failures)
 
     def check_clock_skew(self, now: datetime) -> None:

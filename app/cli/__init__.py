@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = commands.add_parser("history", help="show recent runs, newest first")
     history.add_argument("job", metavar="JOB", nargs="?")
-    history.add_argument("--status", type=_status, help="RUNNING, SUCCESS or FAILURE")
+    history.add_argument(
+        "--status", type=_status, help="RUNNING, SUCCESS, FAILURE, SKIPPED or MISSED"
+    )
     history.add_argument("--limit", type=_positive, default=20, help="how many runs (20)")
     history.add_argument(
         "--failed", action="store_true", help="failed runs whose instant nothing has recovered"

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from app import metrics
+from app.config import Settings
+from app.db import Database
+from app.job import Job, RunContext
+from app.lock import ensure_jobs
+from app.runner import attempt_run
 from tests.integration.cli_helpers import cronlock
 
 JOBS = """
@@ -90,3 +98,40 @@ def test_a_failing_webhook_never_disturbs_the_run(db_url: str, tmp_path: Path):
     assert "FAILURE" in result.stdout
     [warning] = [line for line in result.stderr.splitlines() if "alert webhook failed" in line]
     assert "WARNING" in warning
+
+
+def test_the_streak_gauge_counts_failures_of_every_replica(database: Database):
+    """After its FAILURE a replica reads the streak from the table, so others' failures count."""
+    job = Job(name="streaky", body=_provider_down, schedule="* * * * *")
+    ensure_jobs(database, [job.name])
+    settings = Settings.from_env({})
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def fail_here(minute: int) -> None:
+        instant = first + timedelta(minutes=minute)
+        attempt_run(
+            database,
+            job,
+            scheduled_for=instant,
+            trigger="schedule",
+            settings=settings,
+            worker_id="here:1",
+        )
+
+    fail_here(0)
+    with database.autocommit() as conn:  # another replica's failure, never seen by this process
+        conn.execute(
+            text(
+                "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, worker_id,"
+                " completed_at, error_message) VALUES ('streaky', 'FAILURE', :at, 'schedule',"
+                " 'elsewhere:2', now(), 'provider down')"
+            ),
+            {"at": first + timedelta(minutes=1)},
+        )
+    fail_here(2)
+    assert metrics.CONSECUTIVE_FAILURES.labels(job_name="streaky")._value.get() == 3
+    assert metrics.LAST_FAILURE.labels(job_name="streaky")._value.get() > first.timestamp()
+
+
+def _provider_down(_: RunContext) -> None:
+    raise RuntimeError("provider down")
