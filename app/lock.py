@@ -23,7 +23,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Interval, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Interval,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -128,7 +138,12 @@ _STATE = select(
     (_run.retry_at <= func.now()).label("retry_due"),
 ).where(
     _run.job_name == bindparam("job_name"),
-    or_(_run.status == RunStatus.RUNNING, _run.scheduled_for == bindparam("scheduled_for")),
+    # 'RUNNING' inline, not a parameter: a prepared statement's generic plan can
+    # only use the partial index (WHERE status = 'RUNNING') for a literal; with a
+    # parameter it reads every run of the job, and slows down as history grows.
+    or_(
+        _run.status == literal_column("'RUNNING'"), _run.scheduled_for == bindparam("scheduled_for")
+    ),
 )
 
 _ABANDON = (
