@@ -1,0 +1,385 @@
+"""Turn one run's figures into docs/benchmarks.md and its chart.
+
+Everything printed comes from the results dict of the same run; the prose says how
+each figure was taken and what it depends on, not what it happened to be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+TOOLS_SHOWN = {
+    "cronlock": "cronlock",
+    "procrastinate": "procrastinate",
+    "pgqueuer": "PgQueuer",
+    "apscheduler": "APScheduler 3",
+}
+TARGETS = {
+    "overhead_ratio": 1.3,
+    "tick_speedup_4": 2.5,
+    "delay_p99_ms": 20.0,
+    "idle_transactions": 0,
+    "rss_mib": 80.0,
+    "history_ratio": 1.2,
+}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _us(summary: dict[str, Any], key: str) -> str:
+    return f"{summary[key]:.0f}"
+
+
+def own_figures(results: dict[str, Any]) -> list[str]:
+    """The table of cronlock's own figures against their targets."""
+    core, ticks = results["core"], results["ticks"]
+    ours, floor = core["overhead"]["cronlock"], core["overhead"]["raw"]
+    ratio = core["overhead"]["ratio_median"]
+    history = core["history"]
+    history_ratio = history["cronlock"]["median_us"] / ours["median_us"]
+    one, four = ticks["1"]["tick_s"], ticks["4"]["tick_s"]
+    delay, idle = results["start_delay"], results["idle"]["cronlock"]
+    startup = results["startup"]
+    trips = core["round_trips"]
+    rows = [
+        [
+            "1. Per-run overhead, no-op job (claim + finish), median / p99 / min / max",
+            f"{_us(ours, 'median_us')} / {_us(ours, 'p99_us')} / {_us(ours, 'min_us')}"
+            f" / {_us(ours, 'max_us')} µs",
+            "",
+            "",
+        ],
+        [
+            "   The same SQL by hand on raw psycopg 3 (the floor)",
+            f"{_us(floor, 'median_us')} / {_us(floor, 'p99_us')} / {_us(floor, 'min_us')}"
+            f" / {_us(floor, 'max_us')} µs",
+            "",
+            "",
+        ],
+        [
+            "   cronlock / floor, median (p99)",
+            f"{ratio:.2f} ({core['overhead']['ratio_p99']:.2f})",
+            f"≤ {TARGETS['overhead_ratio']}",
+            _met(ratio <= TARGETS["overhead_ratio"]),
+        ],
+        [
+            "   Round trips per run: cronlock / floor (statements cronlock sends)",
+            f"{trips['cronlock_wire']['round_trips']:g} / {trips['raw_wire']['round_trips']:g}"
+            f" ({trips['cronlock_statements']:g})",
+            "",
+            "",
+        ],
+        [
+            f"2. Tick of {ticks['1']['jobs']:,} no-op jobs: 1 worker / 2 / 4 processes",
+            f"{one:.2f} / {ticks['2']['tick_s']:.2f} / {four:.2f} s",
+            "",
+            "",
+        ],
+        [
+            "   Speed-up of 4 processes over 1",
+            f"{one / four:.2f}×",
+            f"≥ {TARGETS['tick_speedup_4']}×",
+            _met(one / four >= TARGETS["tick_speedup_4"]),
+        ],
+        [
+            "   Exactly one SUCCESS per job, nothing else, in each case",
+            ", ".join("yes" if t["exactly_once"] else "**no**" for t in ticks.values()),
+            "yes",
+            _met(all(t["exactly_once"] for t in ticks.values())),
+        ],
+        [
+            f"3. Start delay, instant to the body's first line, p50 / p99 / max"
+            f" ({delay['runs']} runs)",
+            f"{_ms(delay['delay_p50_ms'])} / {_ms(delay['delay_p99_ms'])}"
+            f" / {_ms(delay['delay_max_ms'])} ms",
+            f"p99 < {TARGETS['delay_p99_ms']:.0f} ms",
+            _met((delay["delay_p99_ms"] or 1e9) < TARGETS["delay_p99_ms"]),
+        ],
+        [
+            "4. Idle: transactions per minute in its database (pg_stat_database)",
+            f"{idle['transactions_per_minute']:.1f}",
+            "",
+            "",
+        ],
+        [
+            "   Idle: its connections that sent a statement in the window",
+            f"{idle['statements_seen']}",
+            "0",
+            _met(idle["statements_seen"] == TARGETS["idle_transactions"]),
+        ],
+        [
+            "   Idle worker RSS",
+            f"{idle['rss_mib']:.1f} MiB",
+            f"< {TARGETS['rss_mib']:.0f} MiB",
+            _met(idle["rss_mib"] < TARGETS["rss_mib"]),
+        ],
+        [
+            f"5. Per-run overhead with {history['rows']:,} rows of history, median / p99",
+            f"{_us(history['cronlock'], 'median_us')} / {_us(history['cronlock'], 'p99_us')} µs",
+            "",
+            "",
+        ],
+        [
+            "   Against the empty table, median",
+            f"{history_ratio:.2f}×",
+            f"≤ {TARGETS['history_ratio']}×",
+            _met(history_ratio <= TARGETS["history_ratio"]),
+        ],
+        [
+            "6. Start-up to READY=1 on an external database, median (min–max)",
+            f"{startup['median_s']:.2f} s ({startup['min_s']:.2f}–{startup['max_s']:.2f})",
+            "",
+            "",
+        ],
+    ]
+    return _table(["Figure", "Value", "Target", ""], rows)
+
+
+def peer_figures(results: dict[str, Any]) -> list[str]:
+    """One row per tool and scenario."""
+    rows = []
+    for item in results["peers"]:
+        scenario = item["scenario"]
+        name = TOOLS_SHOWN[scenario["tool"]]
+        shape = f"{scenario['workers']}×{scenario['jobs']}"
+        if "unsupported" in item:
+            rows.append([shape, name, "cannot: " + item["unsupported"], *["–"] * 7])
+            continue
+        rows.append(
+            [
+                shape,
+                name,
+                f"{item['runs']:,} / {item['expected']:,}",
+                f"{item['duplicates']:,}",
+                f"{item['misses']:,}",
+                f"{_ms(item['delay_p50_ms'])} / {_ms(item['delay_p99_ms'])}"
+                f" / {_ms(item['delay_max_ms'])}",
+                f"{item['transactions_per_run']:.2f}",
+                f"{item['cpu_ms_per_run']:.2f}",
+                f"{item['peak_rss_mib']:.0f}",
+                ", ".join(item["instant_source"]),
+            ]
+        )
+    header = [
+        "W×J",
+        "tool",
+        "runs / expected",
+        "duplicates",
+        "misses",
+        "start delay p50 / p99 / max (ms)",
+        "transactions per run",
+        "CPU ms per run",
+        "peak RSS (MiB)",
+        "instant from",
+    ]
+    return _table(header, rows)
+
+
+def idle_figures(results: dict[str, Any]) -> list[str]:
+    """Idle cost of each tool: one worker, 20 jobs due once a year."""
+    rows = [
+        [
+            TOOLS_SHOWN[tool],
+            f"{item['transactions_per_minute']:.1f}",
+            f"{item['statements_seen']}",
+            f"{item['rss_mib']:.1f}",
+        ]
+        for tool, item in results["idle"].items()
+    ]
+    header = [
+        "tool",
+        "transactions per idle minute",
+        "its connections that sent anything",
+        "RSS (MiB)",
+    ]
+    return _table(header, rows)
+
+
+def environment_lines(results: dict[str, Any]) -> list[str]:
+    """Versions of everything, and the machine."""
+    env = results["environment"]
+    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    return [
+        f"PostgreSQL {env['postgresql']} ({env['server']}); Python {env['python']} on"
+        f" {env['platform']}, {env['cpus']} CPU cores; libpq {env['libpq']}; {versions}."
+        f" The whole run took {results['elapsed_s'] / 60:.1f} minutes.",
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """docs/benchmarks.md."""
+    settings = results["settings"]
+    parts = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`benchmarks/run.py`); the raw figures of the same run are in",
+        "[benchmarks.json](benchmarks.json). Every figure below comes from one run, on one",
+        "PostgreSQL server, one measure after another. Machines like this one are noisy:",
+        "compare ratios and medians, read p99 and max as orders of magnitude.",
+        "",
+        *environment_lines(results),
+        "",
+        "## cronlock's own figures",
+        "",
+        *own_figures(results),
+        "",
+        METHOD_OWN.format(**settings).strip(),
+        "",
+        "## Side by side with the alternatives",
+        "",
+        SCENARIO.format(**settings).strip(),
+        "",
+        "![Start delay and correctness per tool](benchmarks.png)",
+        "",
+        *peer_figures(results),
+        "",
+        "### Idle cost",
+        "",
+        *idle_figures(results),
+        "",
+        READING.strip(),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def chart(results: dict[str, Any], path: Any) -> None:
+    """One PNG: start delay p99 and wrong runs (duplicates + misses) per tool and scenario."""
+    import matplotlib  # noqa: PLC0415 - an optional dependency, only for the report
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    peers = [p for p in results["peers"] if "unsupported" not in p]
+    shapes = sorted(
+        {(p["scenario"]["workers"], p["scenario"]["jobs"]) for p in peers},
+        key=lambda s: (s[1], s[0]),
+    )
+    tools = list(TOOLS_SHOWN)
+    figure, (delays, wrong) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(tools)
+    for index, tool in enumerate(tools):
+        by_shape = {
+            (p["scenario"]["workers"], p["scenario"]["jobs"]): p
+            for p in peers
+            if p["scenario"]["tool"] == tool
+        }
+        xs = [i + (index - (len(tools) - 1) / 2) * width for i in range(len(shapes))]
+        p99 = [(by_shape.get(s) or {}).get("delay_p99_ms") or 0 for s in shapes]
+        errors = [
+            100 * (by_shape[s]["duplicates"] + by_shape[s]["misses"]) / by_shape[s]["expected"]
+            if s in by_shape
+            else 0
+            for s in shapes
+        ]
+        delays.bar(xs, p99, width, label=TOOLS_SHOWN[tool])
+        wrong.bar(xs, errors, width, label=TOOLS_SHOWN[tool])
+    labels = [f"{w} worker{'s' if w > 1 else ''} × {j} jobs" for w, j in shapes]
+    for axis in (delays, wrong):
+        axis.set_xticks(range(len(shapes)), labels, fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    delays.set_yscale("log")
+    delays.set_ylabel("start delay p99 (ms, log scale)")
+    delays.set_title("Scheduled instant to the body's first line")
+    wrong.set_ylabel("% of (job, instant): duplicates + misses")
+    wrong.set_title("Runs that should not have happened, or did not")
+    wrong.legend(fontsize=8)
+    figure.suptitle("Every job fires every second; same PostgreSQL, same run")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+METHOD_OWN = """
+How each was taken:
+
+1. `claim_run` + `finish_run` of a no-op run, each for its own instant:
+   {timed_runs:,} timed runs after {warmup_runs} warm-up runs. The floor sends the
+   same statements by hand on one raw psycopg 3 connection (`BEGIN`, lock, state,
+   insert, `COMMIT`, then the finishing `UPDATE`); the two alternate in four chunks
+   so drift on a busy machine hits both. Round trips are counted in libpq's
+   protocol trace (one `ReadyForQuery` each).
+2. One worker calls `Worker.start()` and settles one tick of 1,000 `* * * * * *`
+   jobs; then 2 and 4 worker processes, released by one barrier, settle the same
+   tick the way `cronlock worker --once` does. Every worker's clock is pinned to
+   the tick's instant (a real clock would expire the tail of a tick longer than a
+   second). Exactly-once is checked in the table afterwards.
+3. `cronlock worker` in its own process with one every-second job, over
+   {delay_periods} instants; the body writes the time of its first line.
+4. `cronlock worker` with 20 jobs due once a year, over {idle_window_s:.0f} s after
+   an 11 s settle; transactions of its database from `pg_stat_database`, RSS from
+   `/proc`. `pg_stat_database` also counts autovacuum's visits to the database
+   (about one a minute here, for every tool alike), so the target is judged on the
+   worker's own connections: how many changed state (`pg_stat_activity`) in the
+   window, which only a statement the worker sends can do.
+5. Figure 1 again after {history_rows:,} finished runs (100 jobs, the timed job
+   among them) were added to `job_execution` and analysed.
+6. `cronlock worker` started five times against a migrated database, from the
+   process start to the systemd `READY=1` it sends once the schema is checked and
+   the jobs are registered.
+"""
+
+SCENARIO = """
+The scenario: W worker processes (1 and 4) of one tool × J jobs (20 and 200),
+every job firing **every second** (all four tools can schedule per second), over
+{peer_periods} instants. Each body appends one line (job, instant, start time, pid)
+to a file; a run counts for the instant its tool says it belongs to, or, for tools
+that do not tell the job (PgQueuer, APScheduler 3), the second it started in.
+Each tool gets a fresh database on the same server and is configured as its docs
+recommend for several processes (see `benchmarks/peers/peer_*.py`); nothing is
+added where a tool has no cross-process lock. *Duplicates*: runs beyond the first
+for a (job, instant); *misses*: (job, instant) pairs with no run. *Transactions
+per run*: everything the tool's processes committed or rolled back, start-up and
+shut-down included, over every run they made. *CPU per run*: user + system time of
+the worker processes over the window. Peak RSS: the largest worker process.
+"""
+
+READING = """
+## Reading the figures
+
+- **Where cronlock pays for correctness.** Each replica visits every due job of
+  a tick and asks for its lock (`SKIP LOCKED`); the replica that gets it claims,
+  the others learn the instant is taken and move on. That is what keeps runs in
+  registration order on each worker, and lets a late replica find an instant
+  already done, but it costs every replica a lock attempt per job. With several
+  processes on two cores that work competes with the runs themselves, which is why
+  more processes do not make a tick much faster here, and why cronlock's
+  transactions and CPU per run grow with the number of replicas. Queues that claim
+  a batch of due rows in one statement (PgQueuer does) spend less per run. Closing
+  the gap would take a claim that picks the next free (job, instant) of the pending
+  set in one statement, keeping the per-job row lock and the invariants.
+- **Per-run overhead.** cronlock and the floor make the same six round trips;
+  the difference is Python on the worker's side: SQLAlchemy Core executing four
+  statements, the pool's checkout and reset, result rows. Within 1.3× would mean
+  sending the claim's statements through the raw psycopg connection and keeping
+  SQLAlchemy for everything else.
+- **History.** The claim's state query reads a job's RUNNING run through a
+  partial index, with `'RUNNING'` written into the statement: as a parameter, a
+  prepared statement's generic plan could not use that index and read every run
+  of the job, so the claim slowed down as history grew.
+- **Start delay.** cronlock's first job of a tick starts within a few milliseconds
+  of its instant on an idle machine; later jobs of the same tick wait for the ones
+  before them, because one worker runs its jobs one after another by design. With
+  several replicas, a job whose lock another replica holds is tried again after a
+  short poll (50 ms at first).
+- **Instants.** A run recorded for the second it started in (PgQueuer,
+  APScheduler 3) can hide lateness: a run due at one second that starts in the
+  next counts as that next second's run, and its own instant as missed.
+- **Processes without a shared lock.** APScheduler 3 documents that several
+  schedulers must not share a job store; with 4 processes each runs every job,
+  which shows as duplicates.
+- **Noise.** The machine runs PostgreSQL, the workers and the harness on the same
+  cores; p99 and max move from run to run, ratios and medians much less.
+"""
