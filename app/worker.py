@@ -436,8 +436,14 @@ class Worker:
                 latest = configured.schedule.latest_at_or_before(now)
                 self.cursors[configured.name] = latest - timedelta(microseconds=1)
         total = self.tick(now)
+        total.add(self.settle_pending())
+        self.heartbeat.close()
+        return total
+
+    def settle_pending(self) -> TickReport:
+        """Retry the instants another replica held, on the poll delays, until none is left."""
+        total = TickReport()
         while self.pending and not self.stop_event.is_set():
             self.stop_event.wait(POLL_DELAYS_S[self._poll])
             total.add(self.attempt_pending())
-        self.heartbeat.close()
         return total

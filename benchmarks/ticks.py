@@ -22,7 +22,7 @@ from app.config import Settings
 from app.db import Database
 from app.job import Job, RunContext
 from app.registry import JobRegistry, configure
-from app.worker import POLL_DELAYS_S, Worker
+from app.worker import Worker
 
 TICK_JOBS = 1000
 TICK_NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -51,9 +51,7 @@ def _worker(url: str, index: int) -> Worker:
 def _settle(worker: Worker) -> int:
     """Tick, then retry what other replicas held, as `run_once` does; return runs done here."""
     report = worker.tick(TICK_NOW)
-    while worker.pending:
-        time.sleep(POLL_DELAYS_S[worker._poll])  # the worker's own poll delay
-        report.add(worker.attempt_pending())
+    report.add(worker.settle_pending())
     return len(report.outcomes)
 
 

@@ -41,7 +41,6 @@ the scheduled run time, so ``instant`` is the start time floored to the period a
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
@@ -56,19 +55,16 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
-from benchmarks.peers.contract import job_names, open_output, parse_args, run_line
+from benchmarks.peers.contract import floor_instant, job_names, open_output, parse_args, run_line
 
 # The job body is referenced by its import path: jobs are pickled into the store.
 JOB_FUNC_REF = "benchmarks.peers.peer_apscheduler:write_line"
-
-# Floor for the ``instant`` column; a yearly run falls on a whole minute too.
-PERIOD_SECONDS = {"second": 1, "minute": 60, "year": 60}
 
 _fds: dict[str, int] = {}
 _fds_lock = threading.Lock()
 
 
-def write_line(job_name: str, out_path: str, period: int) -> None:
+def write_line(job_name: str, out_path: str, every: str) -> None:
     """Job body: append one line for this run with a single ``os.write``."""
     started = time.time()
     fd = _fds.get(out_path)
@@ -78,8 +74,7 @@ def write_line(job_name: str, out_path: str, period: int) -> None:
             if fd is None:
                 fd = open_output(out_path)
                 _fds[out_path] = fd
-    instant = math.floor(started / period) * period
-    os.write(fd, run_line(job_name, instant, started, "floor"))
+    os.write(fd, run_line(job_name, floor_instant(started, every), started, "floor"))
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -138,12 +133,11 @@ def worker(dsn: str, jobs: int, every: str, out: str) -> int:
     scheduler = make_scheduler(engine, jobs)
     trigger = make_trigger(every)
     out_path = os.path.abspath(out)
-    period = PERIOD_SECONDS[every]
     for name in job_names(jobs):
         scheduler.add_job(
             JOB_FUNC_REF,
             trigger=trigger,
-            args=(name, out_path, period),
+            args=(name, out_path, every),
             id=name,
             name=name,
             replace_existing=True,

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from app.cli import main as cronlock_main
@@ -25,7 +26,7 @@ from benchmarks.peers.contract import job_names, open_output, parse_args, run_li
 SCHEDULES = {"second": "* * * * * *", "minute": "* * * * *", "year": "0 0 1 1 *"}
 
 
-def _appender(path: str):  # type: ignore[no-untyped-def]
+def _appender(path: str) -> Callable[[RunContext], None]:
     """A body that appends its run's line: the instant comes from the run's context."""
     fd = open_output(path)
 
