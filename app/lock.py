@@ -11,33 +11,40 @@ A claim is one short transaction on the job's own row::
     COMMIT
 
 No cron math here: the caller says which instant, and until when it is worth
-running (`expires_at`, the job's next instant). The statements are built once, at
-import, so on the hot path SQLAlchemy only looks them up in its compiled cache.
+running (`expires_at`, the job's next instant). The statements a no-op run sends
+are compiled once, at import, and sent on the driver's cursor (`app.compiled`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnClause,
     Connection,
+    DateTime,
     Interval,
+    Text,
     bindparam,
+    column,
     func,
     insert,
     literal_column,
     or_,
     select,
+    true,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.compiled import compile_statement, execute
 from app.db import Database
 from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
 from app.outcomes import truncate
@@ -113,37 +120,43 @@ class ClaimRequest:
 
 
 _run = JobExecution
+_stale_heartbeat = _run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())
 
 # The lock also reads whether the job (or everything) is paused: no extra query.
 _ALL_PAUSED = select(GlobalPause.paused_reason).where(GlobalPause.id.is_(True)).scalar_subquery()
 _LOCK = select(
     JobRow.name, JobRow.paused_reason, JobRow.alerted_at, _ALL_PAUSED.label("all_paused")
 ).where(JobRow.name == bindparam("job_name"))
-_LOCK_OR_SKIP = _LOCK.with_for_update(of=JobRow, skip_locked=True)
-_LOCK_OR_WAIT = _LOCK.with_for_update(of=JobRow)
+_LOCK_OR_SKIP = compile_statement(_LOCK.with_for_update(of=JobRow, skip_locked=True))
+_LOCK_OR_WAIT = compile_statement(_LOCK.with_for_update(of=JobRow))
 
 # A separate statement from the lock on purpose: under READ COMMITTED each
 # statement takes a new snapshot, so this one sees what the previous lock holder
 # committed. Joined into the locking statement, a claim that waited for the lock
 # would read the old snapshot and start a run that had already happened.
-_STATE = select(
-    _run.id,
-    _run.job_name,
-    _run.status,
-    _run.scheduled_for,
-    _run.attempt,
-    _run.worker_id,
-    _run.heartbeat_at,
-    (_run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())).label("stale"),
-    (_run.retry_at <= func.now()).label("retry_due"),
-).where(
-    _run.job_name == bindparam("job_name"),
-    # 'RUNNING' inline, not a parameter: a prepared statement's generic plan can
-    # only use the partial index (WHERE status = 'RUNNING') for a literal; with a
-    # parameter it reads every run of the job, and slows down as history grows.
-    or_(
-        _run.status == literal_column("'RUNNING'"), _run.scheduled_for == bindparam("scheduled_for")
-    ),
+_STATE = compile_statement(
+    select(
+        _run.id,
+        _run.job_name,
+        _run.status,
+        _run.scheduled_for,
+        _run.attempt,
+        _run.worker_id,
+        _run.heartbeat_at,
+        (_run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())).label(
+            "stale"
+        ),
+        (_run.retry_at <= func.now()).label("retry_due"),
+    ).where(
+        _run.job_name == bindparam("job_name"),
+        # 'RUNNING' inline, not a parameter: a prepared statement's generic plan can
+        # only use the partial index (WHERE status = 'RUNNING') for a literal; with a
+        # parameter it reads every run of the job, and slows down as history grows.
+        or_(
+            _run.status == literal_column("'RUNNING'"),
+            _run.scheduled_for == bindparam("scheduled_for"),
+        ),
+    )
 )
 
 _ABANDON = (
@@ -172,11 +185,87 @@ _UPSTREAMS = (
 # clock_timestamp(), not now(): now() is the claim transaction's start, which can
 # precede the upstream SUCCESS this claim has just read.
 _STARTED = {"started_at": func.clock_timestamp(), "heartbeat_at": func.clock_timestamp()}
-_INSERT = insert(_run).values(**_STARTED).returning(_run.id, _run.started_at)
-_INSERT_DONE = (
+_INSERTED = ("job_name", "status", "scheduled_for", "trigger", "attempt", "worker_id")
+_INSERT = compile_statement(
+    insert(_run).values(**_STARTED).returning(_run.id, _run.started_at), keys=_INSERTED
+)
+_INSERT_DONE = compile_statement(
     insert(_run)
     .values(**_STARTED, completed_at=func.clock_timestamp())
-    .returning(_run.id, _run.started_at)
+    .returning(_run.id, _run.started_at),
+    keys=(*_INSERTED, "error_message"),
+)
+
+
+# claim_next's first statement. `requested` numbers the requests; `settled` finds,
+# for each, a run that makes any claim of it a Skip whatever happens next: an
+# outcome no retry follows, or a run that is still beating. The job rows of the
+# others are locked in request order, skipping those another worker holds, and the
+# first one taken is the claim's. Monotonic facts only are read from this
+# statement's snapshot: whether to run is still decided by _STATE, after the lock.
+_requested = (
+    func.unnest(
+        bindparam("job_names", type_=ARRAY(Text)),
+        bindparam("instants", type_=ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued(
+        column("job_name", Text),
+        column("scheduled_for", DateTime(timezone=True)),
+        with_ordinality="position",
+    )
+    .render_derived(name="requested")
+)
+_FINAL: list[ColumnClause[Any]] = [
+    literal_column(f"'{s}'") for s in ("SUCCESS", "SKIPPED", "MISSED")
+]
+_settling = (
+    select(_run.id, _run.status, _run.worker_id)
+    .where(
+        _run.job_name == _requested.c.job_name,
+        _run.scheduled_for == _requested.c.scheduled_for,
+        or_(
+            _run.status.in_(_FINAL),
+            (_run.status == literal_column("'RUNNING'")) & ~_stale_heartbeat,
+        ),
+    )
+    .order_by(_run.attempt.desc())
+    .limit(1)
+    .lateral("settling")
+)
+_due = (
+    select(
+        _requested.c.position,
+        _requested.c.job_name,
+        _settling.c.id.label("settled_run"),
+        _settling.c.status.label("settled_status"),
+        _settling.c.worker_id.label("settled_worker"),
+    )
+    .select_from(_requested.outerjoin(_settling, true()))
+    .cte("due")
+)
+_taken = (
+    select(_due.c.position, JobRow.paused_reason, JobRow.alerted_at)
+    .join_from(JobRow, _due, JobRow.name == _due.c.job_name)
+    .where(_due.c.settled_run.is_(None))
+    .order_by(_due.c.position)
+    .limit(1)
+    .with_for_update(of=JobRow, skip_locked=True)
+    .cte("taken")
+)
+_NEXT = compile_statement(
+    select(
+        _due.c.position,
+        _due.c.settled_run,
+        _due.c.settled_status,
+        _due.c.settled_worker,
+        _taken.c.paused_reason,
+        _taken.c.alerted_at,
+        _ALL_PAUSED.label("all_paused"),
+        _taken.c.position.is_not(None).label("locked"),
+    )
+    .select_from(_due.outerjoin(_taken, _due.c.position == _taken.c.position))
+    .where(or_(_due.c.settled_run.is_not(None), _taken.c.position.is_not(None)))
+    .order_by(_due.c.position)
 )
 
 
@@ -198,23 +287,74 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
     try:
         with database.connection() as conn:
             lock = _LOCK_OR_WAIT if request.wait_for_lock else _LOCK_OR_SKIP
-            locked = conn.execute(lock, {"job_name": request.job_name}).first()
+            locked = execute(conn, lock, {"job_name": request.job_name}).fetchone()
             if locked is None:
                 return None
-            claimed = _claim_locked(conn, request, _pause_reason(locked, request))
-            if isinstance(claimed, Claim) and locked.alerted_at is not None:
-                return replace(claimed, alert_open=True)
-            return claimed
+            return _claim_locked(conn, request, locked)
     except IntegrityError as exc:
-        # The unique indexes caught what the row lock should have prevented.
-        logger.error(
-            "claim of %s for %s refused by a database invariant: %s",
-            request.job_name,
-            request.scheduled_for.isoformat(),
-            exc.orig,
-            extra={"event": "claim_conflict", "job": request.job_name},
-        )
+        _log_refusal(request, exc)
         return None
+
+
+@dataclass(frozen=True)
+class NextClaim:
+    """What one `claim_next` found, by position in the requests it was given.
+
+    `settled`: instants that need nothing from this worker (an outcome, or a live
+    run). `position`: the request whose job this worker locked, and `result` its
+    claim; position is None when another worker held every job left to claim.
+    """
+
+    settled: Mapping[int, Skip]
+    position: int | None = None
+    result: ClaimResult = None
+
+
+def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClaim:
+    """Claim the first request, in order, that is not settled and whose job is free.
+
+    One statement skips what other replicas have settled and steps over the jobs
+    they hold (SKIP LOCKED), so replicas spread over a tick instead of each asking
+    for every lock. The claim then goes on as `claim_run`'s, with the state read
+    by a statement of its own, after the lock.
+    """
+    found = NextClaim({})
+    if not requests:
+        return found
+    params = {
+        "job_names": [r.job_name for r in requests],
+        "instants": [r.scheduled_for for r in requests],
+        "stale_after": timedelta(seconds=min(r.stale_after_s for r in requests)),
+    }
+    try:
+        with database.connection() as conn:
+            rows = execute(conn, _NEXT, params).fetchall()
+            settled = {
+                row.position - 1: Skip(
+                    _settled_reason(row.settled_status, row.settled_run, row.settled_worker)
+                )
+                for row in rows
+                if row.settled_run is not None
+            }
+            locked = next((row for row in rows if row.locked), None)
+            found = NextClaim(settled, None if locked is None else locked.position - 1)
+            if locked is None:
+                return found
+            return replace(found, result=_claim_locked(conn, requests[locked.position - 1], locked))
+    except IntegrityError as exc:
+        _log_refusal(requests[found.position or 0], exc)
+        return found
+
+
+def _log_refusal(request: ClaimRequest, exc: IntegrityError) -> None:
+    """A unique index refused what the row lock should have prevented: say so, loudly."""
+    logger.error(
+        "claim of %s for %s refused by a database invariant: %s",
+        request.job_name,
+        request.scheduled_for.isoformat(),
+        exc.orig,
+        extra={"event": "claim_conflict", "job": request.job_name},
+    )
 
 
 def _pause_reason(locked: Any, request: ClaimRequest) -> str | None:
@@ -227,7 +367,15 @@ def _pause_reason(locked: Any, request: ClaimRequest) -> str | None:
     return None
 
 
-def _claim_locked(conn: Connection, request: ClaimRequest, paused: str | None) -> ClaimResult:
+def _claim_locked(conn: Connection, request: ClaimRequest, locked: Any) -> ClaimResult:
+    """The claim after the job's row is locked; `locked` holds the pause and alert state."""
+    claimed = _decide_and_insert(conn, request, _pause_reason(locked, request))
+    if isinstance(claimed, Claim) and locked.alerted_at is not None:
+        return replace(claimed, alert_open=True)
+    return claimed
+
+
+def _decide_and_insert(conn: Connection, request: ClaimRequest, paused: str | None) -> ClaimResult:
     runs = _read_state(conn, request)
     stale = [r for r in runs if r.status == RunStatus.RUNNING and r.stale]
     if stale:
@@ -279,7 +427,7 @@ def _read_state(conn: Connection, request: ClaimRequest) -> list[Any]:
         "scheduled_for": request.scheduled_for,
         "stale_after": timedelta(seconds=request.stale_after_s),
     }
-    return list(conn.execute(_STATE, params).all())
+    return execute(conn, _STATE, params).fetchall()
 
 
 def _abandon(conn: Connection, row: Any, request: ClaimRequest) -> None:
@@ -318,12 +466,12 @@ def _decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int
     mine = sorted((r for r in runs if r.scheduled_for == instant), key=lambda r: r.attempt)
     if any(r.scheduled_for == instant for r in live):
         run = next(r for r in live if r.scheduled_for == instant)
-        return Skip(f"already running as run {run.id} on {run.worker_id}")
+        return Skip(_settled_reason(run.status, run.id, run.worker_id))
     if mine:
         latest = mine[-1]
         retry_due = latest.retry_due or latest.id == request.retry_run_id
         if not (latest.status == RunStatus.FAILURE and retry_due):
-            return Skip(f"this instant already has run {latest.id} ({latest.status})")
+            return Skip(_settled_reason(latest.status, latest.id, latest.worker_id))
         if live:
             return Skip(f"retry waits: run {live[0].id} is still running", kind="running")
         return latest.attempt + 1, latest.id
@@ -335,6 +483,12 @@ def _decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int
             recorded=request.trigger == Trigger.SCHEDULE,
         )
     return 1, None
+
+
+def _settled_reason(status: str, run_id: int, worker_id: str) -> str:
+    if status == RunStatus.RUNNING:
+        return f"already running as run {run_id} on {worker_id}"
+    return f"this instant already has run {run_id} ({status})"
 
 
 def _upstream_verdict(
@@ -387,5 +541,5 @@ def _insert(
         "worker_id": request.worker_id,
     }
     if status == RunStatus.RUNNING:
-        return conn.execute(_INSERT, values).one()
-    return conn.execute(_INSERT_DONE, {**values, "error_message": truncate(error)}).one()
+        return execute(conn, _INSERT, values).fetchone()
+    return execute(conn, _INSERT_DONE, {**values, "error_message": truncate(error)}).fetchone()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
+from app.compiled import compile_statement, execute
 from app.db import Database
 from app.models import JobExecution, JobRow, RunStatus, Trigger
 
@@ -42,7 +44,7 @@ _delay = bindparam("retry_delay_s", type_=Float())
 _expires = bindparam("expires_at", type_=DateTime(timezone=True))
 _retry_at = func.now() + _delay * literal_column("interval '1 second'", Interval())
 
-_FINISH = (
+_FINISH = compile_statement(
     update(_run)
     .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
     .values(
@@ -118,12 +120,12 @@ def finish_on(
     params = {
         "run_id": run_id,
         "new_status": outcome.status,
-        "new_result": outcome.result,
+        "new_result": None if outcome.result is None else Jsonb(outcome.result),
         "new_error": truncate(outcome.error),
         "retry_delay_s": retry_delay_s,
         "expires_at": expires_at,
     }
-    row = conn.execute(_FINISH, params).first()
+    row = execute(conn, _FINISH, params).fetchone()
     return Finished(False) if row is None else Finished(True, row.retry_at)
 
 

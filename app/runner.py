@@ -11,12 +11,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.orm import Session
 
 from app import metrics
 from app.alerts import after_run
@@ -26,7 +27,16 @@ from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheckContext, RunContext
 from app.lease import Heartbeat
-from app.lock import Claim, ClaimRequest, ClaimResult, PreCheckFailed, Skip, Wait, claim_run
+from app.lock import (
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    PreCheckFailed,
+    Skip,
+    Wait,
+    claim_next,
+    claim_run,
+)
 from app.logs import job_scope, scrub
 from app.models import RunStatus
 from app.outcomes import Finished, Outcome, finish_on, finish_run, takeover_of
@@ -61,8 +71,7 @@ def retry_delay_s(job: Job, attempt: int) -> float | None:
     return float(job.retry_backoff_s * 2 ** (attempt - 1) * jitter)
 
 
-def attempt_run(
-    database: Database,
+def claim_request(
     job: Job,
     *,
     scheduled_for: datetime,
@@ -72,55 +81,113 @@ def attempt_run(
     expires_at: datetime | None = None,
     run_after: Sequence[str] = (),
     wait_for_lock: bool = False,
-    alarm: Alarm | None = None,
-    heartbeat: Heartbeat | None = None,
     ignore_pause: bool = False,
     retry_run_id: int | None = None,
-) -> AttemptResult:
-    """Claim `job` for `scheduled_for` and, if this worker wins, run it to an outcome.
+) -> ClaimRequest:
+    """What to claim for `job` at `scheduled_for`, with the job's rules and pre-check.
 
     `retry_run_id` names a FAILED run of that instant to retry now (`cronlock retry`).
     """
-    with job_scope(job.name):
-        pre_check = job.pre_check
-        claimed = claim_run(
-            database,
-            ClaimRequest(
-                job_name=job.name,
-                scheduled_for=scheduled_for,
-                trigger=trigger,
-                worker_id=worker_id,
-                stale_after_s=settings.stale_threshold_s,
-                expires_at=expires_at,
-                retries=job.retries,
-                run_after=run_after,
-                pre_check=None
-                if pre_check is None
-                else lambda session: pre_check(
-                    PreCheckContext(
-                        job_name=job.name,
-                        scheduled_for=scheduled_for,
-                        trigger=trigger,
-                        session=session,
-                        settings=settings,
-                    )
-                ),
-                wait_for_lock=wait_for_lock,
-                ignore_pause=ignore_pause,
-                retry_run_id=retry_run_id,
-                redact=lambda text: scrub(text, settings.secrets),
-            ),
+    pre_check = job.pre_check
+
+    def check(session: Session) -> str | None:
+        if pre_check is None:
+            return None
+        context = PreCheckContext(
+            job_name=job.name,
+            scheduled_for=scheduled_for,
+            trigger=trigger,
+            session=session,
+            settings=settings,
         )
+        with job_scope(job.name):
+            return pre_check(context)
+
+    return ClaimRequest(
+        job_name=job.name,
+        scheduled_for=scheduled_for,
+        trigger=trigger,
+        worker_id=worker_id,
+        stale_after_s=settings.stale_threshold_s,
+        expires_at=expires_at,
+        retries=job.retries,
+        run_after=run_after,
+        pre_check=None if pre_check is None else check,
+        wait_for_lock=wait_for_lock,
+        ignore_pause=ignore_pause,
+        retry_run_id=retry_run_id,
+        redact=lambda text: scrub(text, settings.secrets),
+    )
+
+
+def attempt_run(
+    database: Database,
+    job: Job,
+    request: ClaimRequest,
+    *,
+    settings: Settings,
+    alarm: Alarm | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> AttemptResult:
+    """Claim `request` (see `claim_request`) and, if this worker wins, run it to an outcome."""
+    with job_scope(job.name):
+        claimed = claim_run(database, request)
+    return _follow(database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """What `attempt_next` did, by position in the candidates it was given (see NextClaim)."""
+
+    settled: Mapping[int, Skip]
+    position: int | None = None
+    result: AttemptResult = None
+
+
+def attempt_next(
+    database: Database,
+    candidates: Sequence[tuple[Job, ClaimRequest]],
+    *,
+    settings: Settings,
+    alarm: Alarm | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> NextAttempt:
+    """Claim the first candidate, in order, that is neither settled nor held, and run it."""
+    picked = claim_next(database, [request for _, request in candidates])
+    for position, skip in picked.settled.items():
+        job, request = candidates[position]
+        _follow(database, job, request, skip, settings)
+    if picked.position is None:
+        return NextAttempt(picked.settled)
+    job, request = candidates[picked.position]
+    result = _follow(
+        database, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat
+    )
+    return NextAttempt(picked.settled, picked.position, result)
+
+
+def _follow(
+    database: Database,
+    job: Job,
+    request: ClaimRequest,
+    claimed: ClaimResult,
+    settings: Settings,
+    *,
+    alarm: Alarm | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> AttemptResult:
+    """Count and log what the claim found; run the body if the claim was won."""
+    with job_scope(job.name):
         _count_claim(job.name, claimed)
         if isinstance(claimed, Skip):
             logger.info(
                 "skipped %s: %s",
-                scheduled_for.isoformat(),
+                request.scheduled_for.isoformat(),
                 claimed.reason,
                 extra={
                     "event": "run_skipped",
                     "job": job.name,
-                    "scheduled_for": scheduled_for.isoformat(),
+                    "scheduled_for": request.scheduled_for.isoformat(),
                     "reason": claimed.reason,
                     "recorded": claimed.recorded,
                 },
@@ -134,7 +201,7 @@ def attempt_run(
                 job,
                 claimed,
                 settings,
-                expires_at=expires_at,
+                expires_at=request.expires_at,
                 alarm=alarm or Alarm(),
                 heartbeat=heartbeat,
             )

@@ -29,11 +29,11 @@ from app.health import Liveness
 from app.history import streaks
 from app.interrupts import Alarm
 from app.lease import Heartbeat
-from app.lock import Skip, ensure_jobs
+from app.lock import ClaimRequest, Skip, ensure_jobs
 from app.models import RunStatus, Trigger
 from app.outcomes import database_now, last_scheduled_instants, pending_retries, record_missed
 from app.registry import ConfiguredJob
-from app.runner import RunOutcome, attempt_run
+from app.runner import AttemptResult, RunOutcome, attempt_next, claim_request
 from app.systemd import Notifier
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ MAX_BACKOFF_S = 30.0
 LIVENESS_INTERVAL_S = 5.0
 ON_TIME_SLACK_S = 1.0
 MAX_MISSED_SCAN = 1000
+# How many pending instants one claim looks through: more than the replicas that
+# usually race for the same tick, few enough that the lookup stays a few probes.
+CLAIM_WINDOW = 8
 SKEW_CHECK_EVERY = timedelta(hours=1)
 
 
@@ -338,20 +341,61 @@ class Worker:
         self._next_retry_at = min(self._next_retry_at or retry_at, retry_at)
 
     def attempt_pending(self) -> TickReport:
-        """Attempt every pending (job, instant) once, in order; keep those not yet settled."""
+        """Attempt every pending (job, instant) once, in order; keep those not yet settled.
+
+        Each claim is offered the next CLAIM_WINDOW pending instants and takes the
+        first that no other replica has settled or holds, so replicas spread over
+        a tick instead of queueing behind each other's locks.
+        """
         report, still_pending = TickReport(), []
-        for item in self.pending:
+        queue = list(self.pending)
+        requests: dict[tuple[str, datetime], ClaimRequest] = {}
+        while queue:
             if self.stop_event.is_set():
-                still_pending.append(item)
-                continue
-            if self.clock() >= item.expires_at:
-                report.expired += 1
-                if not item.retry:
-                    reason = "missed: not settled before the job's next instant"
-                    report.missed += self._record_missed(item.job, [item.scheduled_for], reason)
-                continue
-            result = attempt_run(
+                still_pending += queue
+                break
+            window = self._claim_window(queue, report)
+            if not window:
+                break
+            candidates = [(item.job.job, self._request(item, requests)) for item in window]
+            attempt = attempt_next(
                 self.database,
+                candidates,
+                settings=self.settings,
+                alarm=self.alarm,
+                heartbeat=self.heartbeat,
+            )
+            report.skipped += len(attempt.settled)
+            taken = len(window) if attempt.position is None else attempt.position
+            open_items = [(i, w) for i, w in enumerate(window) if i not in attempt.settled]
+            still_pending += [w for i, w in open_items if i < taken]
+            queue[:0] = [w for i, w in open_items if i > taken]
+            if attempt.position is not None:
+                self._count_attempt(window[taken], attempt.result, report, still_pending)
+        progressed = len(still_pending) < len(self.pending)
+        self._poll = 0 if progressed else min(self._poll + 1, len(POLL_DELAYS_S) - 1)
+        self.pending = still_pending
+        return report
+
+    def _claim_window(self, queue: list[Due], report: TickReport) -> list[Due]:
+        """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""
+        window: list[Due] = []
+        while queue and len(window) < CLAIM_WINDOW:
+            item = queue.pop(0)
+            if self.clock() < item.expires_at:
+                window.append(item)
+                continue
+            report.expired += 1
+            if not item.retry:
+                reason = "missed: not settled before the job's next instant"
+                report.missed += self._record_missed(item.job, [item.scheduled_for], reason)
+        return window
+
+    def _request(self, item: Due, made: dict[tuple[str, datetime], ClaimRequest]) -> ClaimRequest:
+        """The claim request of a pending item, made once per pass."""
+        key = (item.job.name, item.scheduled_for)
+        if key not in made:
+            made[key] = claim_request(
                 item.job.job,
                 scheduled_for=item.scheduled_for,
                 trigger=Trigger.SCHEDULE,
@@ -359,21 +403,20 @@ class Worker:
                 worker_id=self.worker_id,
                 expires_at=item.expires_at,
                 run_after=self.upstreams(item),
-                alarm=self.alarm,
-                heartbeat=self.heartbeat,
             )
-            if isinstance(result, RunOutcome):
-                report.outcomes.append(result)
-                if result.retry_at is not None:
-                    self._note_retry(result.retry_at)
-            elif isinstance(result, Skip):
-                report.skipped += 1
-            else:
-                still_pending.append(item)
-        progressed = len(still_pending) < len(self.pending)
-        self._poll = 0 if progressed else min(self._poll + 1, len(POLL_DELAYS_S) - 1)
-        self.pending = still_pending
-        return report
+        return made[key]
+
+    def _count_attempt(
+        self, item: Due, result: AttemptResult, report: TickReport, still_pending: list[Due]
+    ) -> None:
+        if isinstance(result, RunOutcome):
+            report.outcomes.append(result)
+            if result.retry_at is not None:
+                self._note_retry(result.retry_at)
+        elif isinstance(result, Skip):
+            report.skipped += 1
+        else:
+            still_pending.append(item)
 
     def _wake_at(self, now: datetime) -> datetime:
         candidates = [t for t in (self.next_tick(now), self._next_retry_at) if t is not None]

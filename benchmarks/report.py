@@ -38,6 +38,10 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def _us(summary: dict[str, Any], key: str) -> str:
     return f"{summary[key]:.0f}"
 
@@ -84,6 +88,12 @@ def own_figures(results: dict[str, Any]) -> list[str]:
         [
             f"2. Tick of {ticks['1']['jobs']:,} no-op jobs: 1 worker / 2 / 4 processes",
             f"{one:.2f} / {ticks['2']['tick_s']:.2f} / {four:.2f} s",
+            "",
+            "",
+        ],
+        [
+            "   Machine CPU busy during the tick (all cores): 1 worker / 2 / 4 processes",
+            " / ".join(_share(t.get("machine_busy")) for t in ticks.values()),
             "",
             "",
         ],
@@ -349,22 +359,20 @@ the worker processes over the window. Peak RSS: the largest worker process.
 READING = """
 ## Reading the figures
 
-- **Where cronlock pays for correctness.** Each replica visits every due job of
-  a tick and asks for its lock (`SKIP LOCKED`); the replica that gets it claims,
-  the others learn the instant is taken and move on. That is what keeps runs in
-  registration order on each worker, and lets a late replica find an instant
-  already done, but it costs every replica a lock attempt per job. With several
-  processes on two cores that work competes with the runs themselves, which is why
-  more processes do not make a tick much faster here, and why cronlock's
-  transactions and CPU per run grow with the number of replicas. Queues that claim
-  a batch of due rows in one statement (PgQueuer does) spend less per run. Closing
-  the gap would take a claim that picks the next free (job, instant) of the pending
-  set in one statement, keeping the per-job row lock and the invariants.
-- **Per-run overhead.** cronlock and the floor make the same six round trips;
-  the difference is Python on the worker's side: SQLAlchemy Core executing four
-  statements, the pool's checkout and reset, result rows. Within 1.3× would mean
-  sending the claim's statements through the raw psycopg connection and keeping
-  SQLAlchemy for everything else.
+- **Replicas sharing a tick.** Each claim offers the database the next eight
+  pending instants; one statement drops those another replica has settled and
+  locks the first free job row (`SKIP LOCKED`), so replicas step over each
+  other's work instead of each asking for every lock. What is left is the price
+  of the per-job row lock and the state read after it: a claim is still its own
+  short transaction, where a queue that takes a batch of due rows in one statement
+  (PgQueuer does) spends fewer transactions per run. On two cores the tick is
+  bound by CPU, shared by PostgreSQL, the workers and the harness: one worker
+  already keeps about one core busy between itself and the server, so four
+  processes can at best use the second one.
+- **Per-run overhead.** cronlock and the floor make the same six round trips.
+  The four hot statements are SQLAlchemy Core compiled once and sent on the pooled
+  connection's psycopg cursor; what remains above the floor is the pool checkout,
+  building the claim request and the run's bookkeeping in Python.
 - **History.** The claim's state query reads a job's RUNNING run through a
   partial index, with `'RUNNING'` written into the statement: as a parameter, a
   prepared statement's generic plan could not use that index and read every run

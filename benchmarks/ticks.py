@@ -65,6 +65,23 @@ def _tick_process(url: str, index: int, barrier: Barrier, results: Any) -> None:
     worker.database.dispose()
 
 
+def _machine_cpu() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat; (0, 0) elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """How busy the machine's cores were between two readings (1.0: every core, always)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else None
+
+
 def _table(libpq_url: str) -> dict[str, Any]:
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         rows = {str(status): int(n) for status, n in conn.execute(ROWS)}
@@ -81,15 +98,16 @@ def bench_one_worker(url: str, libpq_url: str) -> dict[str, Any]:
     try:
         started = time.perf_counter()
         worker.start(now=TICK_NOW - timedelta(seconds=1))
-        start_s, started = time.perf_counter() - started, time.perf_counter()
+        start_s, started, cpu = time.perf_counter() - started, time.perf_counter(), _machine_cpu()
         runs = _settle(worker)
-        tick_s = time.perf_counter() - started
+        tick_s, busy = time.perf_counter() - started, _busy_share(cpu, _machine_cpu())
     finally:
         worker.database.dispose()
     return {
         "jobs": TICK_JOBS,
         "start_s": start_s,
         "tick_s": tick_s,
+        "machine_busy": busy,
         "per_job_ms": tick_s * 1000 / TICK_JOBS,
         "runs_by_worker": [runs],
         **_table(libpq_url),
@@ -108,15 +126,16 @@ def bench_processes(url: str, libpq_url: str, processes: int) -> dict[str, Any]:
     for process in workers:
         process.start()
     barrier.wait(timeout=120)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _machine_cpu()
     finished = [results.get(timeout=120) for _ in workers]
-    wall_s = time.perf_counter() - started
+    wall_s, busy = time.perf_counter() - started, _busy_share(cpu, _machine_cpu())
     for process in workers:
         process.join(timeout=30)
     return {
         "jobs": TICK_JOBS,
         "processes": processes,
         "tick_s": wall_s,
+        "machine_busy": busy,
         "per_job_ms": wall_s * 1000 / TICK_JOBS,
         "runs_by_worker": [runs for _, _, runs in sorted(finished)],
         **_table(libpq_url),

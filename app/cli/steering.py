@@ -23,7 +23,7 @@ from app.models import RunStatus, Trigger
 from app.registry import (
     unknown_job_message,
 )
-from app.runner import AttemptResult, RunOutcome, attempt_run
+from app.runner import AttemptResult, RunOutcome, attempt_run, claim_request
 from app.worker import default_worker_id, utc_now
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         )
     database = ready_database(deployment.settings)
     ensure_jobs(database, [job.name])
-    result = attempt_run(
-        database,
+    request = claim_request(
         job,
         scheduled_for=utc_now(),
         trigger=Trigger.MANUAL,
@@ -50,6 +49,7 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         wait_for_lock=True,
         ignore_pause=args.force,
     )
+    result = attempt_run(database, job, request, settings=deployment.settings)
     return _print_attempt(job.name, result)
 
 
@@ -82,9 +82,9 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
             f"run {run.id} is attempt {run.attempt} of its instant, which already has attempt "
             f"{newest}; retry the latest one"
         )
-    result = attempt_run(
-        database,
-        deployment.registry.get(run.job_name),
+    job = deployment.registry.get(run.job_name)
+    request = claim_request(
+        job,
         scheduled_for=run.scheduled_for,
         trigger=Trigger.MANUAL,
         settings=deployment.settings,
@@ -93,6 +93,7 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
         ignore_pause=True,
         retry_run_id=run.id,
     )
+    result = attempt_run(database, job, request, settings=deployment.settings)
     return _print_attempt(run.job_name, result)
 
 

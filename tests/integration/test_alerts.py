@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db import Database
 from app.job import Job, RunContext
 from app.lock import ensure_jobs
-from app.runner import attempt_run
+from app.runner import attempt_run, claim_request
 from tests.integration.cli_helpers import cronlock
 
 JOBS = """
@@ -109,14 +109,10 @@ def test_the_streak_gauge_counts_failures_of_every_replica(database: Database):
 
     def fail_here(minute: int) -> None:
         instant = first + timedelta(minutes=minute)
-        attempt_run(
-            database,
-            job,
-            scheduled_for=instant,
-            trigger="schedule",
-            settings=settings,
-            worker_id="here:1",
+        request = claim_request(
+            job, scheduled_for=instant, trigger="schedule", settings=settings, worker_id="here:1"
         )
+        attempt_run(database, job, request, settings=settings)
 
     fail_here(0)
     with database.autocommit() as conn:  # another replica's failure, never seen by this process

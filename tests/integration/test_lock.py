@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database
-from app.lock import Claim, PreCheckFailed, Skip, Wait, ensure_jobs
+from app.errors import DatabaseUnavailable
+from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_next, ensure_jobs
 from app.models import RunStatus
 from app.outcomes import Outcome, finish_run
 from tests.integration.helpers import INSTANT, age_run, claim, rows
@@ -200,3 +204,76 @@ def test_a_run_without_result_stores_sql_null(database: Database):
     finish_run(database, run.run_id, Outcome(RunStatus.SUCCESS, result=None))
     with database.transaction() as session:
         assert session.execute(text("SELECT result IS NULL FROM job_execution")).scalar() is True
+
+
+def test_a_connection_lost_mid_claim_is_reported_and_replaced(database: Database, db_url: str):
+    first = claim(database)  # the pool now holds one idle connection
+    assert isinstance(first, Claim)
+    finish_run(database, first.run_id, Outcome(RunStatus.SUCCESS))
+    libpq_url = make_url(db_url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(libpq_url, autocommit=True) as admin:
+        # The timeout makes the call wait until the backend has gone.
+        ended = admin.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone()
+    assert ended == (1,)
+    with pytest.raises(DatabaseUnavailable, match="cannot reach the database"):
+        claim(database, scheduled_for=INSTANT + timedelta(minutes=1))
+    assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=2)), Claim)
+
+
+def _request(job_name: str, **options: Any) -> ClaimRequest:
+    defaults: dict[str, Any] = {
+        "scheduled_for": INSTANT,
+        "trigger": "schedule",
+        "worker_id": "test:1",
+        "stale_after_s": 3600,
+    }
+    return ClaimRequest(job_name=job_name, **{**defaults, **options})
+
+
+def test_claim_next_steps_over_settled_and_held_instants(database: Database):
+    ensure_jobs(database, ["done", "held", "running", "free", "later"])
+    done = claim(database, "done")
+    assert isinstance(done, Claim)
+    finish_run(database, done.run_id, Outcome(RunStatus.SUCCESS))
+    running = claim(database, "running", worker_id="test:2")
+    assert isinstance(running, Claim)
+    names = ["done", "held", "running", "free", "later"]
+    with database.connection() as other:  # another replica in the middle of its claim
+        other.execute(text("SELECT 1 FROM job WHERE name = 'held' FOR UPDATE"))
+        found = claim_next(database, [_request(name) for name in names])
+    assert found.settled == {
+        0: Skip(f"this instant already has run {done.run_id} (SUCCESS)"),
+        2: Skip(f"already running as run {running.run_id} on test:2"),
+    }
+    assert found.position == 3
+    assert isinstance(found.result, Claim)
+    assert (found.result.job_name, found.result.scheduled_for) == ("free", INSTANT)
+    nothing = claim_next(database, [_request("done"), _request("running")])
+    assert (sorted(nothing.settled), nothing.position, nothing.result) == ([0, 1], None, None)
+
+
+def test_claim_next_takes_over_an_instant_whose_run_stopped_beating(database: Database):
+    stale = claim(database, "a", worker_id="test:dead")
+    assert isinstance(stale, Claim)
+    age_run(database, stale.run_id, 120)
+    found = claim_next(database, [_request("a", stale_after_s=60, retries=1)])
+    assert (found.settled, found.position) == ({}, 0)
+    assert isinstance(found.result, Claim)
+    assert found.result.attempt == 2
+    abandoned, retried = rows(database)
+    assert abandoned.status == "FAILURE"
+    assert abandoned.error_message.startswith("abandoned: no heartbeat")
+    assert (retried.id, retried.status) == (found.result.run_id, "RUNNING")
+
+
+def test_claim_next_reads_the_pause_with_the_lock(database: Database):
+    ensure_jobs(database, ["a"])
+    with database.transaction() as session:
+        session.execute(text("UPDATE job SET paused_reason = 'maintenance' WHERE name = 'a'"))
+    found = claim_next(database, [_request("a")])
+    assert found.position == 0
+    assert found.result == Skip("paused: maintenance", recorded=True, kind="paused")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db import Database
-from app.lock import Claim, ClaimRequest, Skip, claim_run, ensure_jobs
+from app.lock import Claim, ClaimRequest, Skip, claim_next, claim_run, ensure_jobs
 from app.models import RunStatus
 from app.outcomes import Outcome, finish_run
 from tests.integration.helpers import INSTANT
@@ -73,3 +73,67 @@ def test_exactly_one_process_wins_each_instant(database, db_url, wait_for_lock):
         statuses = session.execute(text("SELECT DISTINCT status FROM job_execution")).scalars()
         assert per_instant == []
         assert list(statuses) == ["SUCCESS"]
+
+
+SPREAD_JOBS = 60
+
+
+def _spreader(url: str, barrier, results) -> None:
+    """Work through every job's instant with claim_next, as a worker's tick does."""
+    database = Database(url)
+    worker_id = f"proc:{multiprocessing.current_process().pid}"
+    requests = [
+        ClaimRequest(
+            job_name=f"spread-{i:02d}",
+            scheduled_for=INSTANT,
+            trigger="schedule",
+            worker_id=worker_id,
+            stale_after_s=3600,
+        )
+        for i in range(SPREAD_JOBS)
+    ]
+    claimed, settled, held = [], 0, []
+    try:
+        barrier.wait(timeout=30)
+        queue = list(requests)
+        while queue:
+            window, queue = queue[:4], queue[4:]
+            found = claim_next(database, window)
+            settled += len(found.settled)
+            taken = len(window) if found.position is None else found.position
+            open_ = [r for i, r in enumerate(window) if i not in found.settled]
+            held += [r.job_name for r in open_ if window.index(r) < taken]
+            queue = [r for r in open_ if window.index(r) > taken] + queue
+            if isinstance(found.result, Claim):
+                finish_run(database, found.result.run_id, Outcome(RunStatus.SUCCESS))
+                claimed.append(found.result.job_name)
+            elif found.position is not None:  # settled between the pick and the state read
+                settled += 1
+        results.put((claimed, settled, held))
+    finally:
+        database.dispose()
+
+
+def test_replicas_spread_over_a_tick_and_claim_each_instant_once(database, db_url):
+    ensure_jobs(database, [f"spread-{i:02d}" for i in range(SPREAD_JOBS)])
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [
+        context.Process(target=_spreader, args=(db_url, barrier, results)) for _ in range(4)
+    ]
+    for process in processes:
+        process.start()
+    reports = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    claimed = [name for names, _, _ in reports for name in names]
+    assert sorted(claimed) == [f"spread-{i:02d}" for i in range(SPREAD_JOBS)]
+    # Each process accounts for every job once: claimed, found settled, or held by another.
+    for names, settled, held in reports:
+        assert len(names) + settled + len(held) == SPREAD_JOBS
+    with database.transaction() as session:
+        counts = session.execute(
+            text("SELECT status, count(*) FROM job_execution GROUP BY status")
+        ).all()
+    assert [tuple(row) for row in counts] == [("SUCCESS", SPREAD_JOBS)]

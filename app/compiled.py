@@ -1,0 +1,66 @@
+"""The hot path's statements: written in SQLAlchemy Core, compiled once, sent by psycopg.
+
+A no-op run sends four statements (lock, state, insert, finish). Through
+``Connection.execute`` each pays for an execution context and a result wrapper,
+which cost more than the round trip itself on a local server. Here the same Core
+statement is compiled once, at import, to the SQL SQLAlchemy would send, and run
+on the pooled connection's psycopg cursor. The transaction, the pool and error
+handling stay SQLAlchemy's: a driver error is re-raised as the SQLAlchemy error
+it would have been, and a lost connection empties the pool, as ``execute`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import Compiled
+
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+
+
+@dataclass(frozen=True)
+class CompiledStatement:
+    """SQL text with %(name)s placeholders, and the values the statement itself binds."""
+
+    sql: str
+    fixed: Mapping[str, Any]
+
+
+def compile_statement(statement: ClauseElement, *, keys: Sequence[str] = ()) -> CompiledStatement:
+    """Compile `statement` for psycopg; `keys` are the columns an INSERT takes as parameters."""
+    compiled: Compiled = statement.compile(dialect=_DIALECT, column_keys=list(keys) or None)
+    fixed = {name: value for name, value in compiled.params.items() if value is not None}
+    return CompiledStatement(str(compiled), fixed)
+
+
+def execute(
+    conn: Connection, statement: CompiledStatement, params: Mapping[str, Any]
+) -> psycopg.Cursor[Any]:
+    """Run `statement` on `conn`'s driver connection; rows come back as named tuples."""
+    pooled = conn.connection
+    driver = pooled.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"cronlock needs the psycopg 3 driver, not {type(driver).__name__}")
+    values = {**statement.fixed, **params}
+    try:
+        return driver.cursor(row_factory=namedtuple_row).execute(statement.sql, values)
+    except psycopg.Error as exc:
+        error: Any = exc  # SQLAlchemy types it as its DBAPI protocol's Error
+        lost = conn.dialect.is_disconnect(error, pooled, None)
+        if lost:
+            # What execute() does on a disconnect: retire this connection and every
+            # pooled one opened before it (the same outage most likely broke them),
+            # each closed and replaced at its next checkout.
+            conn.engine.pool._invalidate(pooled, exc)
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            statement.sql, values, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
