@@ -23,6 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import Compiled
 
+from app.db import driver_connection
+
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 
 
@@ -45,10 +47,7 @@ def execute(
     conn: Connection, statement: CompiledStatement, params: Mapping[str, Any]
 ) -> psycopg.Cursor[Any]:
     """Run `statement` on `conn`'s driver connection; rows come back as named tuples."""
-    pooled = conn.connection
-    driver = pooled.driver_connection
-    if not isinstance(driver, psycopg.Connection):
-        raise TypeError(f"cronlock needs the psycopg 3 driver, not {type(driver).__name__}")
+    pooled, driver = conn.connection, driver_connection(conn)
     values = {**statement.fixed, **params}
     try:
         return driver.cursor(row_factory=namedtuple_row).execute(statement.sql, values)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -28,6 +30,14 @@ def _first_line(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__
+
+
+def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy one."""
+    driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise TypeError(f"cronlock needs the psycopg 3 driver, not {type(driver).__name__}")
+    return driver
 
 
 class Database:
@@ -84,12 +94,20 @@ class Database:
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
-        """A connection whose every statement commits on its own: one round trip each."""
-        with (
-            self.translated_errors(),
-            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
-        ):
-            yield conn
+        """A connection whose every statement commits on its own: one round trip each.
+
+        Autocommit is switched on the driver's connection, and back before the pool
+        takes it again: SQLAlchemy's isolation-level option does the same with
+        more work per checkout, and a run's outcome is written this way.
+        """
+        with self.translated_errors(), self.engine.connect() as conn:
+            driver = driver_connection(conn)
+            driver.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not conn.invalidated and not driver.closed:
+                    driver.autocommit = False
 
     def session(self) -> Session:
         """A new session for code that manages its own transactions (job bodies)."""

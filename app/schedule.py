@@ -14,6 +14,7 @@ every real instant.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -76,6 +77,11 @@ class IntervalSchedule:
         return _EPOCH + timedelta(seconds=whole)
 
 
+# Parsing an expression is most of what a croniter costs, and a tick asks each
+# job's schedule several questions; croniters keep state, so one per thread.
+_PARSED = threading.local()
+
+
 @dataclass(frozen=True)
 class CronSchedule:
     """A cron expression read in one time zone."""
@@ -103,11 +109,16 @@ class CronSchedule:
                 return candidate
 
     def _iterator(self, moment: datetime) -> croniter:
-        return croniter(
-            self.expression,
-            moment.astimezone(self.zone),
-            second_at_beginning=self.has_seconds,
-        )
+        """A croniter at `moment`: parsed once per thread, then only moved."""
+        start = moment.astimezone(self.zone)
+        parsed: dict[tuple[str, bool], croniter] = _PARSED.__dict__.setdefault("by_text", {})
+        cron = parsed.get((self.expression, self.has_seconds))
+        if cron is None:
+            cron = croniter(self.expression, start, second_at_beginning=self.has_seconds)
+            parsed[(self.expression, self.has_seconds)] = cron
+        else:
+            cron.set_current(start, force=True)
+        return cron
 
     def _repeated_wall_time(self, instant: datetime) -> bool:
         """True for the second pass through a fall-back hour, which fixed-hour jobs skip."""

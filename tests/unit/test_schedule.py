@@ -105,3 +105,15 @@ def test_invalid_schedules_name_their_source(text: str):
         parse_schedule(text, zone=UTC_ZONE, source="SYNC_SCHEDULE")
     assert "SYNC_SCHEDULE" in caught.value.message
     assert "every 30s" in caught.value.message
+
+
+def test_schedules_sharing_an_expression_answer_independently():
+    """The parsed expression is reused; zones and moments are not."""
+    in_utc = parse_schedule("0 9 * * *", zone=UTC_ZONE, source="test")
+    in_berlin = parse_schedule("0 9 * * *", zone=BERLIN, source="test")
+    moment = at(2026, 7, 1, 12, 0)
+    assert in_utc.next_after(moment) == at(2026, 7, 2, 9, 0)
+    assert in_berlin.next_after(moment) == at(2026, 7, 2, 7, 0)
+    assert in_utc.latest_at_or_before(moment) == at(2026, 7, 1, 9, 0)
+    assert in_berlin.latest_at_or_before(at(2026, 1, 5, 12, 0)) == at(2026, 1, 5, 8, 0)
+    assert in_utc.next_after(at(2025, 12, 31, 23, 0)) == at(2026, 1, 1, 9, 0)
