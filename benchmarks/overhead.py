@@ -27,7 +27,7 @@ from app.outcomes import Outcome, finish_run
 
 WARMUP_RUNS = 200
 TIMED_RUNS = 2000
-CHUNKS = 4  # cronlock and raw alternate in chunks, so drift on a busy machine hits both
+CHUNKS = 10  # cronlock and raw alternate in chunks, so drift on a busy machine hits both
 COUNTED_RUNS = 100
 WORKER_ID = "bench:1"
 STALE_AFTER_S = 3600
@@ -125,34 +125,63 @@ def summarize(samples_ns: list[int]) -> dict[str, Any]:
     }
 
 
-def compare(database: Database, raw: psycopg.Connection[Any], base: datetime) -> dict[str, Any]:
-    """Time cronlock and the raw floor in alternating chunks; their ratios."""
-    runs = {"cronlock": cronlock_run(database, "runs-cronlock"), "raw": raw_run(raw, "runs-raw")}
-    result = {label: summarize(samples) for label, samples in time_runs(runs, base).items()}
-    ours, floor = result["cronlock"], result["raw"]
+def compare_in_chunks(runs: dict[str, RunFn], base: datetime) -> dict[str, Any]:
+    """Time two kinds of run in alternating chunks: each one's summary, and the ratio of
+    the first to the second.
+
+    The ratio is the median over chunks of each chunk's ratio of medians: a slow
+    spell of the machine then moves both sides of a ratio, not one.
+    """
+    samples = time_runs(runs, base)
+    first, second = list(runs)
+    size = TIMED_RUNS // CHUNKS
+    chunk_ratios = [
+        statistics.median(samples[first][i : i + size])
+        / statistics.median(samples[second][i : i + size])
+        for i in range(0, TIMED_RUNS, size)
+    ]
+    result = {label: summarize(taken) for label, taken in samples.items()}
     return result | {
-        "ratio_median": ours["median_us"] / floor["median_us"],
-        "ratio_p99": ours["p99_us"] / floor["p99_us"],
+        "ratio_median": statistics.median(chunk_ratios),
+        "ratio_chunks": chunk_ratios,
+        "ratio_p99": result[first]["p99_us"] / result[second]["p99_us"],
     }
 
 
+def compare(database: Database, raw: psycopg.Connection[Any], base: datetime) -> dict[str, Any]:
+    """cronlock against the raw floor, in alternating chunks."""
+    runs = {"cronlock": cronlock_run(database, "runs-cronlock"), "raw": raw_run(raw, "runs-raw")}
+    return compare_in_chunks(runs, base)
+
+
+def compare_history(empty: Database, full: Database, base: datetime) -> dict[str, Any]:
+    """cronlock on a database with a long history against one without, in alternating chunks."""
+    runs = {"full": cronlock_run(full, "runs-cronlock"), "empty": cronlock_run(empty, "empty")}
+    return compare_in_chunks(runs, base)
+
+
 def _wire_counts(log: str) -> dict[str, float]:
-    """Per run: round trips (ReadyForQuery messages) and the driver's own BEGIN/COMMIT Queries."""
-    counts = dict.fromkeys(("round_trips", "begin", "commit", "rollback"), 0)
+    """Per run: round trips (ReadyForQuery), statements, and the driver's BEGIN/COMMIT Queries.
+
+    A statement is an Execute (extended protocol) or a Query that is not one of
+    the driver's own transaction commands.
+    """
+    counts = dict.fromkeys(("round_trips", "statements", "begin", "commit", "rollback"), 0)
     for fields in (line.split("\t") for line in log.splitlines()):
         if fields[0] == "B" and fields[2:3] == ["ReadyForQuery"]:
             counts["round_trips"] += 1
+        elif fields[0] == "F" and fields[2:3] == ["Execute"]:
+            counts["statements"] += 1
         elif fields[0] == "F" and fields[2:3] == ["Query"]:
             word = fields[3].strip(' "').split(" ")[0].lower()
-            counts[word] = counts.get(word, 0) + 1
+            counts[word if word in counts else "statements"] += 1
     return {key: n / COUNTED_RUNS for key, n in counts.items()}
 
 
 def count_round_trips(database: Database, raw: psycopg.Connection[Any], folder: Path) -> Any:
-    """Statements SQLAlchemy executes per run, and libpq-traced round trips of both paths."""
+    """Round trips and statements per run of both paths, from libpq's protocol trace."""
     runs = (cronlock_run(database, "count-cronlock"), raw_run(raw, "count-raw"))
     traced: dict[int, tuple[psycopg.Connection[Any], int, Path]] = {}
-    statements: list[object] = []
 
     def trace(conn: psycopg.Connection[Any], *_: Any) -> None:
         if id(conn) not in traced:  # a file per connection: shared files interleave lines
@@ -161,26 +190,20 @@ def count_round_trips(database: Database, raw: psycopg.Connection[Any], folder: 
             conn.pgconn.trace(traced[id(conn)][1])
             conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
 
-    def count(*_: Any) -> None:
-        statements.append(None)
-
     trace(raw)
     event.listen(database.engine, "checkout", trace)
-    event.listen(database.engine, "before_cursor_execute", count)
     try:
         for i in range(COUNTED_RUNS):
             for run in runs:
                 run(BASE + timedelta(seconds=i))
     finally:
         event.remove(database.engine, "checkout", trace)
-        event.remove(database.engine, "before_cursor_execute", count)
         for conn, fd, _ in traced.values():
             conn.pgconn.untrace()  # flushes libpq's buffer
             os.close(fd)
     raw_log = traced.pop(id(raw))[2].read_text()
     ours = _wire_counts("".join(path.read_text() for _, _, path in traced.values()))
-    sent = len(statements) / COUNTED_RUNS
-    return {"cronlock_statements": sent, "cronlock_wire": ours, "raw_wire": _wire_counts(raw_log)}
+    return {"cronlock_wire": ours, "raw_wire": _wire_counts(raw_log)}
 
 
 FILL_JOBS = (

@@ -15,7 +15,6 @@ import signal
 import statistics
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,6 +44,7 @@ IDLE_WINDOW_S = 60.0
 STARTUP_RUNS = 5
 HISTORY_ROWS = int(os.environ.get("BENCH_HISTORY_ROWS", "1000000"))
 TICK_PROCESSES = (2, 4)
+TICK_ROUNDS = 3
 
 
 def _migrate(libpq_url: str) -> None:
@@ -88,32 +88,44 @@ def bench_startup(admin_url: str, folder: Path) -> dict[str, Any]:
 
 
 def bench_core(admin_url: str, folder: Path) -> dict[str, Any]:
-    """Per-run overhead against raw psycopg, round trips, then the same with a long history."""
-    with scratch_database(admin_url, "bench_cronlock_core", _migrate) as libpq_url:
+    """Per-run overhead against raw psycopg, round trips, then with and without a long history."""
+    with (
+        scratch_database(admin_url, "bench_cronlock_core", _migrate) as libpq_url,
+        scratch_database(admin_url, "bench_cronlock_history", _migrate) as full_url,
+    ):
         database = Database(normalize_database_url(libpq_url), application_name="bench-runs")
+        full = Database(normalize_database_url(full_url), application_name="bench-history")
         try:
             with psycopg.connect(libpq_url, autocommit=True) as raw:
                 core = {"overhead": overhead.compare(database, raw, overhead.BASE)}
                 core["round_trips"] = overhead.count_round_trips(database, raw, folder)
-                filled_s = overhead.fill_history(
-                    libpq_url, HISTORY_ROWS, ("runs-cronlock", "runs-raw")
-                )
-                later = overhead.BASE + timedelta(days=1)
-                core["history"] = {"rows": HISTORY_ROWS, "fill_s": filled_s}
-                core["history"] |= overhead.compare(database, raw, later)
+                raw.execute("TRUNCATE job_execution")
+            filled_s = overhead.fill_history(full_url, HISTORY_ROWS, ("runs-cronlock", "runs-raw"))
+            core["history"] = {"rows": HISTORY_ROWS, "fill_s": filled_s}
+            core["history"] |= overhead.compare_history(database, full, overhead.BASE)
         finally:
             database.dispose()
+            full.dispose()
     return core
 
 
 def bench_ticks(admin_url: str) -> dict[str, Any]:
-    """A tick of 1,000 no-op jobs: one worker, then 2 and 4 worker processes."""
+    """A tick of 1,000 no-op jobs: one worker, then 2 and 4 worker processes, in rounds.
+
+    The shapes take turns, TICK_ROUNDS times, so a slow spell of the machine hits
+    all of them; each is summarized by its median round, with min and max.
+    """
+    shapes = (1, *TICK_PROCESSES)
+    rounds: dict[int, list[dict[str, Any]]] = {n: [] for n in shapes}
     with scratch_database(admin_url, "bench_cronlock_tick", _migrate) as libpq_url:
         url = normalize_database_url(libpq_url)
-        result = {"1": ticks.bench_one_worker(url, libpq_url)}
-        for processes in TICK_PROCESSES:
-            result[str(processes)] = ticks.bench_processes(url, libpq_url, processes)
-    return result
+        for _ in range(TICK_ROUNDS):
+            for n in shapes:
+                if n == 1:
+                    rounds[n].append(ticks.bench_one_worker(url, libpq_url))
+                else:
+                    rounds[n].append(ticks.bench_processes(url, libpq_url, n))
+    return {str(n): ticks.summarize_rounds(results) for n, results in rounds.items()}
 
 
 def bench_peers(admin_url: str, folder: Path) -> list[dict[str, Any]]:

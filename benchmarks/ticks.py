@@ -140,3 +140,16 @@ def bench_processes(url: str, libpq_url: str, processes: int) -> dict[str, Any]:
         "runs_by_worker": [runs for _, _, runs in sorted(finished)],
         **_table(libpq_url),
     }
+
+
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median round of one shape (by tick time), with the min and max, and every round."""
+    ordered = sorted(rounds, key=lambda r: float(r["tick_s"]))
+    median = ordered[len(ordered) // 2]
+    return {
+        **median,
+        "tick_min_s": ordered[0]["tick_s"],
+        "tick_max_s": ordered[-1]["tick_s"],
+        "exactly_once": all(r["exactly_once"] for r in rounds),
+        "rounds": rounds,
+    }
