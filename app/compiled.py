@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
-from sqlalchemy.sql.compiler import Compiled
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.db import driver_connection
 
@@ -38,19 +38,25 @@ class CompiledStatement:
 
 def compile_statement(statement: ClauseElement, *, keys: Sequence[str] = ()) -> CompiledStatement:
     """Compile `statement` for psycopg; `keys` are the columns an INSERT takes as parameters."""
-    compiled: Compiled = statement.compile(dialect=_DIALECT, column_keys=list(keys) or None)
-    fixed = {name: value for name, value in compiled.params.items() if value is not None}
+    compiled = statement.compile(dialect=_DIALECT, column_keys=list(keys) or None)
+    if not isinstance(compiled, SQLCompiler):
+        raise TypeError(f"not a SQL statement: {statement!r}")
+    fixed = {
+        name: value
+        for name, value in compiled.params.items()
+        if value is not None and not compiled.binds[name].required
+    }
     return CompiledStatement(str(compiled), fixed)
 
 
-def execute(
+def fetch_all(
     conn: Connection, statement: CompiledStatement, params: Mapping[str, Any]
-) -> psycopg.Cursor[Any]:
-    """Run `statement` on `conn`'s driver connection; rows come back as named tuples."""
+) -> list[Any]:
+    """Run `statement` on `conn`'s driver connection; its rows, as named tuples."""
     pooled, driver = conn.connection, driver_connection(conn)
     values = {**statement.fixed, **params}
     try:
-        return driver.cursor(row_factory=namedtuple_row).execute(statement.sql, values)
+        return driver.cursor(row_factory=namedtuple_row).execute(statement.sql, values).fetchall()
     except psycopg.Error as exc:
         error: Any = exc  # SQLAlchemy types it as its DBAPI protocol's Error
         lost = conn.dialect.is_disconnect(error, pooled, None)
@@ -61,5 +67,23 @@ def execute(
             conn.engine.pool._invalidate(pooled, exc)
             conn.invalidate(exc)
         raise DBAPIError.instance(
-            statement.sql, values, exc, psycopg.Error, connection_invalidated=lost
+            statement.sql,
+            values,
+            exc,
+            psycopg.Error,
+            hide_parameters=conn.engine.hide_parameters,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
         ) from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # Interrupted mid-statement (a signal, the job alarm): the connection's
+            # state is unknown, so it never goes back to the pool.
+            conn.invalidate(exc)
+        raise
+
+
+def fetch_one(conn: Connection, statement: CompiledStatement, params: Mapping[str, Any]) -> Any:
+    """The first row of `statement`, or None."""
+    rows = fetch_all(conn, statement, params)
+    return rows[0] if rows else None

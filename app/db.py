@@ -40,6 +40,22 @@ def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
     return driver
 
 
+def _switch_autocommit(conn: Connection, *, on: bool) -> bool:
+    """Switch the driver's autocommit; False, with the connection thrown away, if it refuses.
+
+    psycopg refuses in the middle of a statement or transaction (an interrupted
+    one, say); such a connection must never go back to the pool in either mode.
+    """
+    if conn.invalidated or driver_connection(conn).closed:
+        return False
+    try:
+        driver_connection(conn).autocommit = on
+    except psycopg.Error as exc:
+        conn.invalidate(exc)
+        return False
+    return True
+
+
 class Database:
     """A connection pool to cronlock's database, with error translation."""
 
@@ -101,13 +117,12 @@ class Database:
         more work per checkout, and a run's outcome is written this way.
         """
         with self.translated_errors(), self.engine.connect() as conn:
-            driver = driver_connection(conn)
-            driver.autocommit = True
+            if not _switch_autocommit(conn, on=True):
+                raise DatabaseError(f"database error at {self.display_url}: cannot autocommit")
             try:
                 yield conn
             finally:
-                if not conn.invalidated and not driver.closed:
-                    driver.autocommit = False
+                _switch_autocommit(conn, on=False)
 
     def session(self) -> Session:
         """A new session for code that manages its own transactions (job bodies)."""

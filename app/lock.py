@@ -44,7 +44,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.compiled import compile_statement, execute
+from app.compiled import compile_statement, fetch_all, fetch_one
 from app.db import Database
 from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
 from app.outcomes import truncate
@@ -287,7 +287,7 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
     try:
         with database.connection() as conn:
             lock = _LOCK_OR_WAIT if request.wait_for_lock else _LOCK_OR_SKIP
-            locked = execute(conn, lock, {"job_name": request.job_name}).fetchone()
+            locked = fetch_one(conn, lock, {"job_name": request.job_name})
             if locked is None:
                 return None
             return _claim_locked(conn, request, locked)
@@ -328,7 +328,7 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
     }
     try:
         with database.connection() as conn:
-            rows = execute(conn, _NEXT, params).fetchall()
+            rows = fetch_all(conn, _NEXT, params)
             settled = {
                 row.position - 1: Skip(
                     _settled_reason(row.settled_status, row.settled_run, row.settled_worker)
@@ -427,7 +427,7 @@ def _read_state(conn: Connection, request: ClaimRequest) -> list[Any]:
         "scheduled_for": request.scheduled_for,
         "stale_after": timedelta(seconds=request.stale_after_s),
     }
-    return execute(conn, _STATE, params).fetchall()
+    return fetch_all(conn, _STATE, params)
 
 
 def _abandon(conn: Connection, row: Any, request: ClaimRequest) -> None:
@@ -541,5 +541,5 @@ def _insert(
         "worker_id": request.worker_id,
     }
     if status == RunStatus.RUNNING:
-        return execute(conn, _INSERT, values).fetchone()
-    return execute(conn, _INSERT_DONE, {**values, "error_message": truncate(error)}).fetchone()
+        return fetch_one(conn, _INSERT, values)
+    return fetch_one(conn, _INSERT_DONE, {**values, "error_message": truncate(error)})

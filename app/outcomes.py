@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
-from app.compiled import compile_statement, execute
+from app.compiled import compile_statement, fetch_one
 from app.db import Database
 from app.models import JobExecution, JobRow, RunStatus, Trigger
 
@@ -125,7 +125,7 @@ def finish_on(
         "retry_delay_s": retry_delay_s,
         "expires_at": expires_at,
     }
-    row = execute(conn, _FINISH, params).fetchone()
+    row = fetch_one(conn, _FINISH, params)
     return Finished(False) if row is None else Finished(True, row.retry_at)
 
 
