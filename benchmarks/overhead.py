@@ -26,8 +26,8 @@ from app.models import RunStatus
 from app.outcomes import Outcome, finish_run
 
 WARMUP_RUNS = 200
-TIMED_RUNS = 2000
-CHUNKS = 10  # cronlock and raw alternate in chunks, so drift on a busy machine hits both
+TIMED_RUNS = 4000
+CHUNKS = 20  # cronlock and raw alternate in chunks, so drift on a busy machine hits both
 COUNTED_RUNS = 100
 WORKER_ID = "bench:1"
 STALE_AFTER_S = 3600
