@@ -46,10 +46,13 @@ def _switch_autocommit(conn: Connection, *, on: bool) -> bool:
     psycopg refuses in the middle of a statement or transaction (an interrupted
     one, say); such a connection must never go back to the pool in either mode.
     """
-    if conn.invalidated or driver_connection(conn).closed:
+    if conn.invalidated:
+        return False
+    driver = driver_connection(conn)
+    if driver.closed:
         return False
     try:
-        driver_connection(conn).autocommit = on
+        driver.autocommit = on
     except psycopg.Error as exc:
         conn.invalidate(exc)
         return False

@@ -301,11 +301,13 @@ class NextClaim:
     """What one `claim_next` found, by position in the requests it was given.
 
     `settled`: instants that need nothing from this worker (an outcome, or a live
-    run). `position`: the request whose job this worker locked, and `result` its
-    claim; position is None when another worker held every job left to claim.
+    run). `held`: those stepped over because another worker holds their job's row.
+    `position`: the request whose job this worker locked, and `result` its claim;
+    None when another worker held every job left to claim.
     """
 
     settled: Mapping[int, Skip]
+    held: Sequence[int] = ()
     position: int | None = None
     result: ClaimResult = None
 
@@ -337,7 +339,10 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
                 if row.settled_run is not None
             }
             locked = next((row for row in rows if row.locked), None)
-            found = NextClaim(settled, None if locked is None else locked.position - 1)
+            position = None if locked is None else locked.position - 1
+            looked_at = len(requests) if position is None else position
+            held = [i for i in range(looked_at) if i not in settled]
+            found = NextClaim(settled, held, position)
             if locked is None:
                 return found
             return replace(found, result=_claim_locked(conn, requests[locked.position - 1], locked))

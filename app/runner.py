@@ -11,9 +11,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -25,12 +26,13 @@ from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
-from app.job import Job, PreCheckContext, RunContext
+from app.job import Job, PreCheck, PreCheckContext, RunContext
 from app.lease import Heartbeat
 from app.lock import (
     Claim,
     ClaimRequest,
     ClaimResult,
+    NextClaim,
     PreCheckFailed,
     Skip,
     Wait,
@@ -90,9 +92,7 @@ def claim_request(
     """
     pre_check = job.pre_check
 
-    def check(session: Session) -> str | None:
-        if pre_check is None:
-            return None
+    def check(session: Session, pre_check: PreCheck) -> str | None:
         context = PreCheckContext(
             job_name=job.name,
             scheduled_for=scheduled_for,
@@ -112,7 +112,7 @@ def claim_request(
         expires_at=expires_at,
         retries=job.retries,
         run_after=run_after,
-        pre_check=None if pre_check is None else check,
+        pre_check=None if pre_check is None else partial(check, pre_check=pre_check),
         wait_for_lock=wait_for_lock,
         ignore_pause=ignore_pause,
         retry_run_id=retry_run_id,
@@ -137,10 +137,9 @@ def attempt_run(
 
 @dataclass(frozen=True)
 class NextAttempt:
-    """What `attempt_next` did, by position in the candidates it was given (see NextClaim)."""
+    """What `attempt_next`'s claim found (see NextClaim), and how its attempt ended."""
 
-    settled: Mapping[int, Skip]
-    position: int | None = None
+    claim: NextClaim
     result: AttemptResult = None
 
 
@@ -157,13 +156,16 @@ def attempt_next(
     for position, skip in picked.settled.items():
         job, request = candidates[position]
         _follow(database, job, request, skip, settings)
+    for position in picked.held:
+        job, request = candidates[position]
+        _follow(database, job, request, None, settings)
     if picked.position is None:
-        return NextAttempt(picked.settled)
+        return NextAttempt(picked)
     job, request = candidates[picked.position]
     result = _follow(
         database, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat
     )
-    return NextAttempt(picked.settled, picked.position, result)
+    return NextAttempt(picked, result)
 
 
 def _follow(

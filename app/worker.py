@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -347,8 +348,9 @@ class Worker:
         first that no other replica has settled or holds, so replicas spread over
         a tick instead of queueing behind each other's locks.
         """
-        report, still_pending = TickReport(), []
-        queue = list(self.pending)
+        report = TickReport()
+        still_pending: list[Due] = []
+        queue = deque(self.pending)
         requests: dict[tuple[str, datetime], ClaimRequest] = {}
         while queue:
             if self.stop_event.is_set():
@@ -365,23 +367,24 @@ class Worker:
                 alarm=self.alarm,
                 heartbeat=self.heartbeat,
             )
-            report.skipped += len(attempt.settled)
-            taken = len(window) if attempt.position is None else attempt.position
-            open_items = [(i, w) for i, w in enumerate(window) if i not in attempt.settled]
-            still_pending += [w for i, w in open_items if i < taken]
-            queue[:0] = [w for i, w in open_items if i > taken]
-            if attempt.position is not None:
-                self._count_attempt(window[taken], attempt.result, report, still_pending)
+            found = attempt.claim
+            report.skipped += len(found.settled)
+            still_pending += [window[i] for i in found.held]
+            if found.position is None:
+                continue
+            later = range(found.position + 1, len(window))
+            queue.extendleft(window[i] for i in reversed(later) if i not in found.settled)
+            self._count_attempt(window[found.position], attempt.result, report, still_pending)
         progressed = len(still_pending) < len(self.pending)
         self._poll = 0 if progressed else min(self._poll + 1, len(POLL_DELAYS_S) - 1)
         self.pending = still_pending
         return report
 
-    def _claim_window(self, queue: list[Due], report: TickReport) -> list[Due]:
+    def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""
         window: list[Due] = []
         while queue and len(window) < CLAIM_WINDOW:
-            item = queue.pop(0)
+            item = queue.popleft()
             if self.clock() < item.expires_at:
                 window.append(item)
                 continue

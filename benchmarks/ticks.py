@@ -92,6 +92,20 @@ def _table(libpq_url: str) -> dict[str, Any]:
     return {"rows_by_status": rows, "duplicate_instants": duplicates, "exactly_once": ok}
 
 
+def _tick_result(
+    libpq_url: str, tick_s: float, busy: float | None, runs_by_worker: list[int]
+) -> dict[str, Any]:
+    """One tick's figures, and what the table says about it (then emptied for the next)."""
+    return {
+        "jobs": TICK_JOBS,
+        "tick_s": tick_s,
+        "machine_busy": busy,
+        "per_job_ms": tick_s * 1000 / TICK_JOBS,
+        "runs_by_worker": runs_by_worker,
+        **_table(libpq_url),
+    }
+
+
 def bench_one_worker(url: str, libpq_url: str) -> dict[str, Any]:
     """worker.start() and one tick of TICK_JOBS jobs in this process, each timed alone."""
     worker = _worker(url, 0)
@@ -103,15 +117,7 @@ def bench_one_worker(url: str, libpq_url: str) -> dict[str, Any]:
         tick_s, busy = time.perf_counter() - started, _busy_share(cpu, _machine_cpu())
     finally:
         worker.database.dispose()
-    return {
-        "jobs": TICK_JOBS,
-        "start_s": start_s,
-        "tick_s": tick_s,
-        "machine_busy": busy,
-        "per_job_ms": tick_s * 1000 / TICK_JOBS,
-        "runs_by_worker": [runs],
-        **_table(libpq_url),
-    }
+    return {"start_s": start_s, **_tick_result(libpq_url, tick_s, busy, [runs])}
 
 
 def bench_processes(url: str, libpq_url: str, processes: int) -> dict[str, Any]:
@@ -131,15 +137,8 @@ def bench_processes(url: str, libpq_url: str, processes: int) -> dict[str, Any]:
     wall_s, busy = time.perf_counter() - started, _busy_share(cpu, _machine_cpu())
     for process in workers:
         process.join(timeout=30)
-    return {
-        "jobs": TICK_JOBS,
-        "processes": processes,
-        "tick_s": wall_s,
-        "machine_busy": busy,
-        "per_job_ms": wall_s * 1000 / TICK_JOBS,
-        "runs_by_worker": [runs for _, _, runs in sorted(finished)],
-        **_table(libpq_url),
-    }
+    runs_by_worker = [runs for _, _, runs in sorted(finished)]
+    return {"processes": processes, **_tick_result(libpq_url, wall_s, busy, runs_by_worker)}
 
 
 def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -249,7 +249,7 @@ def test_claim_next_steps_over_settled_and_held_instants(database: Database):
         0: Skip(f"this instant already has run {done.run_id} (SUCCESS)"),
         2: Skip(f"already running as run {running.run_id} on test:2"),
     }
-    assert found.position == 3
+    assert (found.held, found.position) == ([1], 3)
     assert isinstance(found.result, Claim)
     assert (found.result.job_name, found.result.scheduled_for) == ("free", INSTANT)
     nothing = claim_next(database, [_request("done"), _request("running")])
