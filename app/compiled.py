@@ -3,37 +3,53 @@
 A no-op run sends four statements (lock, state, insert, finish). Through
 ``Connection.execute`` each pays for an execution context and a result wrapper,
 which cost more than the round trip itself on a local server. Here the same Core
-statement is compiled once, at import, to the SQL SQLAlchemy would send, and run
-on the pooled connection's psycopg cursor. The transaction, the pool and error
-handling stay SQLAlchemy's: a driver error is re-raised as the SQLAlchemy error
-it would have been, and a lost connection empties the pool, as ``execute`` does.
+statement is compiled once, at import, to the SQL SQLAlchemy would send; the
+caller runs it on a pooled connection's psycopg cursor (`app.driver`).
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection
+from psycopg.rows import RowMaker
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-
-from app.db import driver_connection
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 
 
-@dataclass(frozen=True)
 class CompiledStatement:
-    """SQL text with %(name)s placeholders, and the values the statement itself binds."""
+    """SQL text with %(name)s placeholders, the values the statement itself binds, and
+    the named-tuple type of its rows.
 
-    sql: str
-    fixed: Mapping[str, Any]
+    The row type is made from the first result's column names and kept: psycopg's
+    own namedtuple_row reads the result description again for every statement.
+    """
+
+    __slots__ = ("_make_row", "fixed", "sql")
+
+    def __init__(self, sql: str, fixed: Mapping[str, Any]) -> None:
+        self.sql = sql
+        self.fixed = fixed
+        self._make_row: RowMaker[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"CompiledStatement({self.sql!r})"
+
+    def row_maker(self, cursor: psycopg.Cursor[Any]) -> RowMaker[Any]:
+        """psycopg row factory: this statement's rows as named tuples."""
+        make = self._make_row
+        if make is None:
+            if cursor.description is None:  # no rows to make (yet): keep nothing
+                return tuple
+            names = [column.name for column in cursor.description]
+            row_type: Any = namedtuple("Row", names)  # type: ignore[misc]  # names known at run time
+            make = self._make_row = row_type._make
+        return make
 
 
 def compile_statement(statement: ClauseElement, *, keys: Sequence[str] = ()) -> CompiledStatement:
@@ -47,43 +63,3 @@ def compile_statement(statement: ClauseElement, *, keys: Sequence[str] = ()) -> 
         if value is not None and not compiled.binds[name].required
     }
     return CompiledStatement(str(compiled), fixed)
-
-
-def fetch_all(
-    conn: Connection, statement: CompiledStatement, params: Mapping[str, Any]
-) -> list[Any]:
-    """Run `statement` on `conn`'s driver connection; its rows, as named tuples."""
-    pooled, driver = conn.connection, driver_connection(conn)
-    values = {**statement.fixed, **params}
-    try:
-        return driver.cursor(row_factory=namedtuple_row).execute(statement.sql, values).fetchall()
-    except psycopg.Error as exc:
-        error: Any = exc  # SQLAlchemy types it as its DBAPI protocol's Error
-        lost = conn.dialect.is_disconnect(error, pooled, None)
-        if lost:
-            # What execute() does on a disconnect: retire this connection and every
-            # pooled one opened before it (the same outage most likely broke them),
-            # each closed and replaced at its next checkout.
-            conn.engine.pool._invalidate(pooled, exc)
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            statement.sql,
-            values,
-            exc,
-            psycopg.Error,
-            hide_parameters=conn.engine.hide_parameters,
-            connection_invalidated=lost,
-            dialect=conn.dialect,
-        ) from exc
-    except BaseException as exc:
-        if not isinstance(exc, Exception):
-            # Interrupted mid-statement (a signal, the job alarm): the connection's
-            # state is unknown, so it never goes back to the pool.
-            conn.invalidate(exc)
-        raise
-
-
-def fetch_one(conn: Connection, statement: CompiledStatement, params: Mapping[str, Any]) -> Any:
-    """The first row of `statement`, or None."""
-    rows = fetch_all(conn, statement, params)
-    return rows[0] if rows else None

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.driver import DriverConnection
 from app.errors import DatabaseError, DatabaseUnavailable
 
 CONNECT_TIMEOUT_S = 5
@@ -30,33 +29,6 @@ def _first_line(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()
     return lines[0] if lines else type(cause).__name__
-
-
-def driver_connection(conn: Connection) -> psycopg.Connection[Any]:
-    """The psycopg connection under a SQLAlchemy one."""
-    driver = conn.connection.driver_connection
-    if not isinstance(driver, psycopg.Connection):
-        raise TypeError(f"cronlock needs the psycopg 3 driver, not {type(driver).__name__}")
-    return driver
-
-
-def _switch_autocommit(conn: Connection, *, on: bool) -> bool:
-    """Switch the driver's autocommit; False, with the connection thrown away, if it refuses.
-
-    psycopg refuses in the middle of a statement or transaction (an interrupted
-    one, say); such a connection must never go back to the pool in either mode.
-    """
-    if conn.invalidated:
-        return False
-    driver = driver_connection(conn)
-    if driver.closed:
-        return False
-    try:
-        driver.autocommit = on
-    except psycopg.Error as exc:
-        conn.invalidate(exc)
-        return False
-    return True
 
 
 class Database:
@@ -117,15 +89,42 @@ class Database:
 
         Autocommit is switched on the driver's connection, and back before the pool
         takes it again: SQLAlchemy's isolation-level option does the same with
-        more work per checkout, and a run's outcome is written this way.
+        more work per checkout.
         """
         with self.translated_errors(), self.engine.connect() as conn:
-            if not _switch_autocommit(conn, on=True):
-                raise DatabaseError(f"database error at {self.display_url}: cannot autocommit")
+            driver = DriverConnection.under(conn)
+            if not driver.switch_autocommit(on=True):
+                raise self._cannot_autocommit()
             try:
                 yield conn
             finally:
-                _switch_autocommit(conn, on=False)
+                driver.switch_autocommit(on=False)
+
+    @contextmanager
+    def driver(self, *, autocommit: bool = False) -> Iterator[DriverConnection]:
+        """The claim's and the finish's connection: psycopg, without SQLAlchemy's Connection.
+
+        One transaction, committed on success and rolled back on any exception;
+        with `autocommit`, statements that each commit on their own instead.
+        """
+        with self.translated_errors():
+            driver = DriverConnection.checkout(self.engine)
+            try:
+                if autocommit and not driver.switch_autocommit(on=True):
+                    raise self._cannot_autocommit()
+                yield driver
+                if not autocommit:
+                    driver.commit()
+            except BaseException:
+                driver.rollback()
+                raise
+            finally:
+                if autocommit:
+                    driver.switch_autocommit(on=False)
+                driver.close()
+
+    def _cannot_autocommit(self) -> DatabaseError:
+        return DatabaseError(f"database error at {self.display_url}: cannot autocommit")
 
     def session(self) -> Session:
         """A new session for code that manages its own transactions (job bodies)."""

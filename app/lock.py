@@ -12,7 +12,8 @@ A claim is one short transaction on the job's own row::
 
 No cron math here: the caller says which instant, and until when it is worth
 running (`expires_at`, the job's next instant). The statements a no-op run sends
-are compiled once, at import, and sent on the driver's cursor (`app.compiled`).
+are compiled once, at import (`app.compiled`), and sent by psycopg on a pooled
+connection (`app.driver`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnClause,
-    Connection,
     DateTime,
     Interval,
     Text,
@@ -44,8 +44,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.compiled import compile_statement, fetch_all, fetch_one
+from app.compiled import compile_statement
 from app.db import Database
+from app.driver import DriverConnection
 from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
 from app.outcomes import truncate
 
@@ -285,9 +286,9 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
     heartbeat is older than `stale_after_s` (database clock) is marked FAILURE.
     """
     try:
-        with database.connection() as conn:
+        with database.driver() as conn:
             lock = _LOCK_OR_WAIT if request.wait_for_lock else _LOCK_OR_SKIP
-            locked = fetch_one(conn, lock, {"job_name": request.job_name})
+            locked = conn.fetch_one(lock, {"job_name": request.job_name})
             if locked is None:
                 return None
             return _claim_locked(conn, request, locked)
@@ -329,8 +330,8 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
         "stale_after": timedelta(seconds=min(r.stale_after_s for r in requests)),
     }
     try:
-        with database.connection() as conn:
-            rows = fetch_all(conn, _NEXT, params)
+        with database.driver() as conn:
+            rows = conn.fetch_all(_NEXT, params)
             settled = {
                 row.position - 1: Skip(
                     _settled_reason(row.settled_status, row.settled_run, row.settled_worker)
@@ -372,7 +373,7 @@ def _pause_reason(locked: Any, request: ClaimRequest) -> str | None:
     return None
 
 
-def _claim_locked(conn: Connection, request: ClaimRequest, locked: Any) -> ClaimResult:
+def _claim_locked(conn: DriverConnection, request: ClaimRequest, locked: Any) -> ClaimResult:
     """The claim after the job's row is locked; `locked` holds the pause and alert state."""
     claimed = _decide_and_insert(conn, request, _pause_reason(locked, request))
     if isinstance(claimed, Claim) and locked.alerted_at is not None:
@@ -380,7 +381,9 @@ def _claim_locked(conn: Connection, request: ClaimRequest, locked: Any) -> Claim
     return claimed
 
 
-def _decide_and_insert(conn: Connection, request: ClaimRequest, paused: str | None) -> ClaimResult:
+def _decide_and_insert(
+    conn: DriverConnection, request: ClaimRequest, paused: str | None
+) -> ClaimResult:
     runs = _read_state(conn, request)
     stale = [r for r in runs if r.status == RunStatus.RUNNING and r.stale]
     if stale:
@@ -393,7 +396,7 @@ def _decide_and_insert(conn: Connection, request: ClaimRequest, paused: str | No
     attempt, retried_run = decision
     if retried_run is not None:
         # Whatever happens next, this retry is used up.
-        conn.execute(_CONSUME_RETRY, {"run_id": retried_run})
+        conn.sqlalchemy().execute(_CONSUME_RETRY, {"run_id": retried_run})
     verdict: Skip | Wait | None = None
     if paused is not None:
         verdict = Skip(paused, recorded=True, kind="paused")
@@ -426,16 +429,16 @@ def _decide_and_insert(conn: Connection, request: ClaimRequest, paused: str | No
     )
 
 
-def _read_state(conn: Connection, request: ClaimRequest) -> list[Any]:
+def _read_state(conn: DriverConnection, request: ClaimRequest) -> list[Any]:
     params = {
         "job_name": request.job_name,
         "scheduled_for": request.scheduled_for,
         "stale_after": timedelta(seconds=request.stale_after_s),
     }
-    return fetch_all(conn, _STATE, params)
+    return conn.fetch_all(_STATE, params)
 
 
-def _abandon(conn: Connection, row: Any, request: ClaimRequest) -> None:
+def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
     """Mark a run whose worker stopped renewing its lease FAILURE; retry it if allowed."""
     message = (
         f"abandoned: no heartbeat since {row.heartbeat_at.isoformat()} from worker "
@@ -444,8 +447,8 @@ def _abandon(conn: Connection, row: Any, request: ClaimRequest) -> None:
     retry = row.scheduled_for == request.scheduled_for and row.attempt <= request.retries
     params = {"run_id": row.id, "error": message, "abandon_retry_at": None}
     if retry:
-        params["abandon_retry_at"] = conn.execute(select(func.now())).scalar_one()
-    conn.execute(_ABANDON, params)
+        params["abandon_retry_at"] = conn.sqlalchemy().execute(select(func.now())).scalar_one()
+    conn.sqlalchemy().execute(_ABANDON, params)
     logger.warning(
         "run %s of %s was abandoned by %s; marked FAILURE",
         row.id,
@@ -497,10 +500,10 @@ def _settled_reason(status: str, run_id: int, worker_id: str) -> str:
 
 
 def _upstream_verdict(
-    conn: Connection, upstreams: Sequence[str], scheduled_for: datetime
+    conn: DriverConnection, upstreams: Sequence[str], scheduled_for: datetime
 ) -> Skip | Wait | None:
     params = {"upstreams": list(upstreams), "scheduled_for": scheduled_for}
-    outcomes = {row.job_name: row for row in conn.execute(_UPSTREAMS, params)}
+    outcomes = {row.job_name: row for row in conn.sqlalchemy().execute(_UPSTREAMS, params)}
     for upstream in upstreams:
         outcome = outcomes.get(upstream)
         if outcome is None or outcome.status == RunStatus.RUNNING:
@@ -512,17 +515,19 @@ def _upstream_verdict(
     return None
 
 
-def _run_pre_check(conn: Connection, pre_check: PreCheckFn) -> str | None:
+def _run_pre_check(conn: DriverConnection, pre_check: PreCheckFn) -> str | None:
     """Run the pre-check on a session inside a savepoint of the claim's transaction.
 
     An SQL error in the pre-check rolls back only the savepoint, so the claim can
     still record the failure.
     """
-    with Session(bind=conn, join_transaction_mode="create_savepoint") as session:
+    with Session(bind=conn.sqlalchemy(), join_transaction_mode="create_savepoint") as session:
         return pre_check(session)
 
 
-def _record_skip(conn: Connection, request: ClaimRequest, skip: Skip, *, attempt: int) -> Skip:
+def _record_skip(
+    conn: DriverConnection, request: ClaimRequest, skip: Skip, *, attempt: int
+) -> Skip:
     """Write a SKIPPED row for a skip that is an outcome of this instant."""
     if not skip.recorded or request.trigger != Trigger.SCHEDULE:
         return Skip(skip.reason, kind=skip.kind)
@@ -531,7 +536,7 @@ def _record_skip(conn: Connection, request: ClaimRequest, skip: Skip, *, attempt
 
 
 def _insert(
-    conn: Connection,
+    conn: DriverConnection,
     request: ClaimRequest,
     attempt: int,
     status: RunStatus,
@@ -546,5 +551,5 @@ def _insert(
         "worker_id": request.worker_id,
     }
     if status == RunStatus.RUNNING:
-        return fetch_one(conn, _INSERT, values)
-    return fetch_one(conn, _INSERT_DONE, {**values, "error_message": truncate(error)})
+        return conn.fetch_one(_INSERT, values)
+    return conn.fetch_one(_INSERT_DONE, {**values, "error_message": truncate(error)})

@@ -15,7 +15,6 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
-    Connection,
     DateTime,
     Float,
     Interval,
@@ -30,8 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
-from app.compiled import compile_statement, fetch_one
+from app.compiled import compile_statement
 from app.db import Database
+from app.driver import DriverConnection
 from app.models import JobExecution, JobRow, RunStatus, Trigger
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Finished:
 
 
 def finish_on(
-    conn: Connection,
+    conn: DriverConnection,
     run_id: int,
     outcome: Outcome,
     *,
@@ -125,7 +125,7 @@ def finish_on(
         "retry_delay_s": retry_delay_s,
         "expires_at": expires_at,
     }
-    row = fetch_one(conn, _FINISH, params)
+    row = conn.fetch_one(_FINISH, params)
     return Finished(False) if row is None else Finished(True, row.retry_at)
 
 
@@ -139,7 +139,7 @@ def finish_run(
 ) -> Finished:
     """Record `outcome` in one autocommit statement (see `finish_on`)."""
     try:
-        with database.autocommit() as conn:
+        with database.driver(autocommit=True) as conn:
             return finish_on(
                 conn, run_id, outcome, retry_delay_s=retry_delay_s, expires_at=expires_at
             )
@@ -153,7 +153,7 @@ def finish_run(
         duplicate = Outcome(
             RunStatus.FAILURE, error="duplicate: this instant already has a SUCCESS run"
         )
-        with database.autocommit() as conn:
+        with database.driver(autocommit=True) as conn:
             finish_on(conn, run_id, duplicate)
         return Finished(False)
 

@@ -24,6 +24,7 @@ from app import metrics
 from app.alerts import after_run
 from app.config import Settings
 from app.db import Database
+from app.driver import DriverConnection
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheck, PreCheckContext, RunContext
@@ -415,7 +416,7 @@ def _finish_transaction(
     try:
         if ending.status == RunStatus.SUCCESS:
             with database.translated_errors():
-                finished = finish_on(conn, claim.run_id, ending)
+                finished = finish_on(DriverConnection.under(conn), claim.run_id, ending)
                 if finished.landed:
                     conn.commit()
                 return ending, finished

@@ -1,13 +1,17 @@
-"""The Database wrapper: autocommit connections go back to the pool transactional, or not at all."""
+"""The Database wrapper: connections go back to the pool as they were taken, or not at all."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select, text
 
-from app.compiled import compile_statement, fetch_all
+from app.compiled import compile_statement
 from app.db import Database
+from app.errors import DatabaseError, DatabaseUnavailable
 from app.interrupts import Alarm, RunInterrupted
+
+BACKEND = compile_statement(select(func.pg_backend_pid().label("pid")))
+INSERT = compile_statement(text("INSERT INTO scratch VALUES (:n) RETURNING n"))
 
 
 def test_a_connection_used_for_autocommit_is_transactional_again(database: Database):
@@ -44,8 +48,74 @@ def test_a_statement_interrupted_mid_flight_never_returns_its_connection(databas
     with database.autocommit() as conn:
         first_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     alarm.arm(0.2, "interrupted for the test")
-    with pytest.raises(RunInterrupted), alarm.body(), database.connection() as conn:
-        fetch_all(conn, sleeping, {})
+    with pytest.raises(RunInterrupted), alarm.body(), database.driver() as conn:
+        conn.fetch_all(sleeping, {})
     alarm.disarm()
     with database.autocommit() as conn:
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first_pid
+
+
+def _scratch(database: Database) -> list[int]:
+    with database.autocommit() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS scratch (n int)"))
+        return list(conn.execute(text("SELECT n FROM scratch ORDER BY n")).scalars())
+
+
+def test_a_driver_transaction_commits_on_success_and_rolls_back_on_error(database: Database):
+    _scratch(database)
+    with database.driver() as conn:
+        assert conn.fetch_one(INSERT, {"n": 1}).n == 1
+    with pytest.raises(RuntimeError, match="roll it back"):
+        _insert_twice_then_fail(database)
+    assert _scratch(database) == [1]
+
+
+def _insert_twice_then_fail(database: Database) -> None:
+    with database.driver() as conn:
+        conn.fetch_one(INSERT, {"n": 2})
+        conn.sqlalchemy().execute(text("INSERT INTO scratch VALUES (3)"))
+        raise RuntimeError("roll it back")
+
+
+def test_sqlalchemy_on_a_driver_connection_joins_its_transaction(database: Database):
+    _scratch(database)
+    with database.driver() as conn:
+        pid = conn.fetch_one(BACKEND, {}).pid
+        conn.fetch_one(INSERT, {"n": 1})
+        adopted = conn.sqlalchemy()
+        assert adopted.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+        assert adopted.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 1
+        adopted.execute(text("INSERT INTO scratch VALUES (2)"))
+    assert _scratch(database) == [1, 2]
+    with database.driver() as conn:  # back in the pool, transactional and usable
+        assert conn.fetch_one(BACKEND, {}).pid == pid
+        assert not conn.driver.autocommit
+
+
+def test_a_driver_error_is_sqlalchemys_and_the_connection_is_reused(database: Database):
+    with database.driver() as conn:
+        pid = conn.fetch_one(BACKEND, {}).pid
+    with pytest.raises(DatabaseError, match="scratch_missing"), database.driver() as conn:
+        conn.fetch_all(compile_statement(text("SELECT * FROM scratch_missing")), {})
+    with database.driver() as conn:
+        assert conn.fetch_one(BACKEND, {}).pid == pid
+
+
+def test_a_driver_connection_stuck_in_a_transaction_is_not_pooled(database: Database):
+    _scratch(database)
+    with database.driver(autocommit=True) as conn:
+        pid = conn.fetch_one(BACKEND, {}).pid
+        conn.driver.execute("BEGIN")  # psycopg refuses to leave autocommit inside it
+        conn.fetch_one(INSERT, {"n": 1})
+    with database.driver() as conn:
+        assert conn.fetch_one(BACKEND, {}).pid != pid
+    assert _scratch(database) == []
+
+
+def test_an_unreachable_server_is_a_clear_error_from_the_driver_path():
+    database = Database("postgresql+psycopg://cronlock@127.0.0.1:1/cronlock")
+    with (
+        pytest.raises(DatabaseUnavailable, match=r"127\.0\.0\.1:1.*check DATABASE_URL"),
+        database.driver(),
+    ):
+        pass
