@@ -327,7 +327,9 @@ How each was taken:
 1. `claim_run` + `finish_run` of a no-op run, each for its own instant:
    {timed_runs:,} timed runs after {warmup_runs} warm-up runs. The floor sends the
    same statements by hand on one raw psycopg 3 connection (`BEGIN`, lock, state,
-   insert, `COMMIT`, then the finishing `UPDATE`); the two alternate in {chunks} chunks,
+   insert, `COMMIT`, then the finishing `UPDATE`), except that its lock reads only
+   the job's name where cronlock's also reads the pause state, so the floor is a
+   little lower than cronlock's own SQL would be. The two alternate in {chunks} chunks,
    and the ratio is the median of the chunks' ratios of medians, so a slow
    spell of the machine moves both sides of a ratio. Round trips are counted in
    libpq's protocol trace (one `ReadyForQuery` each).
@@ -387,8 +389,9 @@ READING = """
   already keeps about one core busy between itself and the server, so four
   processes can at best use the second one.
 - **Per-run overhead.** cronlock and the floor make the same six round trips.
-  The four hot statements are SQLAlchemy Core compiled once and sent on the pooled
-  connection's psycopg cursor; what remains above the floor is the pool checkout,
+  The four hot statements are SQLAlchemy Core compiled once and sent by psycopg
+  on a connection from SQLAlchemy's pool, without SQLAlchemy's `Connection`; what
+  remains above the floor is two pool checkouts, the pause read in the lock,
   building the claim request and the run's bookkeeping in Python.
 - **History.** The claim's state query reads a job's RUNNING run through a
   partial index, with `'RUNNING'` written into the statement: as a parameter, a
