@@ -47,7 +47,8 @@ class CompiledStatement:
             if cursor.description is None:  # no rows to make (yet): keep nothing
                 return tuple
             names = [column.name for column in cursor.description]
-            row_type: Any = namedtuple("Row", names)  # type: ignore[misc]  # names known at run time
+            # rename: a column that is no Python name (`?column?`) becomes `_<position>`
+            row_type: Any = namedtuple("Row", names, rename=True)  # type: ignore[misc]
             make = self._make_row = row_type._make
         return make
 

@@ -66,7 +66,11 @@ class DriverConnection:
                 connection_invalidated=engine.dialect.is_disconnect(error, None, None),
                 dialect=engine.dialect,
             ) from exc
-        return cls(engine, pooled)
+        try:
+            return cls(engine, pooled)
+        except TypeError:
+            pooled.close()
+            raise
 
     @classmethod
     def under(cls, conn: Connection) -> DriverConnection:
@@ -76,7 +80,12 @@ class DriverConnection:
     @property
     def invalidated(self) -> bool:
         """True once the connection was thrown away (lost, interrupted, or stuck)."""
-        return self._pooled is None or self.driver.closed
+        adopted = self._adopted
+        return (
+            self._pooled is None
+            or self.driver.closed
+            or (adopted is not None and adopted.invalidated)
+        )
 
     def fetch_all(self, statement: CompiledStatement, params: Mapping[str, Any]) -> list[Any]:
         """Run `statement`; its rows, as named tuples."""
@@ -138,8 +147,11 @@ class DriverConnection:
                 self._adopted.rollback()
             else:
                 self.driver.rollback()
-        except Exception as exc:  # the error being handled matters more than this one
+        except BaseException as exc:
             self.invalidate(exc)
+            if not isinstance(exc, Exception):  # an interrupt still interrupts
+                raise
+            # Otherwise the error being handled matters more than this one.
 
     def close(self) -> None:
         """Give the connection back to the pool (which rolls back anything left)."""
@@ -162,7 +174,10 @@ class DriverConnection:
         if isinstance(exc, psycopg.Error):
             engine = self._engine
             error: Any = exc  # SQLAlchemy types it as its DBAPI protocol's Error
-            lost = engine.dialect.is_disconnect(error, self._pooled, None)
+            # The psycopg connection, not the pooled proxy: the proxy has nothing to
+            # ask once SQLAlchemy itself has thrown the connection away.
+            driver: Any = self.driver  # typed as SQLAlchemy's DBAPI protocol there
+            lost = engine.dialect.is_disconnect(error, driver, None)
             if lost:
                 if self._pooled is not None:
                     # What execute() does on a disconnect: retire every pooled connection

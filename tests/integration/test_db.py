@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from app.compiled import compile_statement
 from app.db import Database
@@ -87,7 +90,13 @@ def test_sqlalchemy_on_a_driver_connection_joins_its_transaction(database: Datab
         assert adopted.execute(text("SELECT count(*) FROM scratch")).scalar_one() == 1
         adopted.execute(text("INSERT INTO scratch VALUES (2)"))
     assert _scratch(database) == [1, 2]
-    with database.driver() as conn:  # back in the pool, transactional and usable
+
+
+def test_a_driver_connection_used_for_autocommit_is_transactional_again(database: Database):
+    with database.driver(autocommit=True) as conn:
+        pid = conn.fetch_one(BACKEND, {}).pid
+        assert conn.driver.autocommit
+    with database.driver() as conn:  # the same pooled connection, transactional
         assert conn.fetch_one(BACKEND, {}).pid == pid
         assert not conn.driver.autocommit
 
@@ -99,6 +108,21 @@ def test_a_driver_error_is_sqlalchemys_and_the_connection_is_reused(database: Da
         conn.fetch_all(compile_statement(text("SELECT * FROM scratch_missing")), {})
     with database.driver() as conn:
         assert conn.fetch_one(BACKEND, {}).pid == pid
+
+
+def test_a_connection_sqlalchemy_lost_is_unavailable_on_the_driver_too(database: Database):
+    with pytest.raises(DatabaseUnavailable, match="cannot reach the database"):
+        _lose_under_sqlalchemy_then_fetch(database)
+    with database.driver() as conn:
+        assert conn.fetch_one(BACKEND, {}).pid > 0
+
+
+def _lose_under_sqlalchemy_then_fetch(database: Database) -> None:
+    with database.driver() as conn:
+        with contextlib.suppress(OperationalError):  # as a pre-check that swallows it would
+            conn.sqlalchemy().execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        assert conn.invalidated
+        conn.fetch_one(BACKEND, {})
 
 
 def test_a_driver_connection_stuck_in_a_transaction_is_not_pooled(database: Database):
