@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from app.compiled import CompiledStatement
@@ -56,16 +56,7 @@ class DriverConnection:
         try:
             pooled = engine.raw_connection()
         except psycopg.Error as exc:
-            error: Any = exc  # SQLAlchemy types it as its DBAPI protocol's Error
-            raise DBAPIError.instance(
-                None,
-                None,
-                exc,
-                psycopg.Error,
-                hide_parameters=engine.hide_parameters,
-                connection_invalidated=engine.dialect.is_disconnect(error, None, None),
-                dialect=engine.dialect,
-            ) from exc
+            raise _as_sqlalchemy(engine, exc, None, None, lost=False) from exc
         try:
             return cls(engine, pooled)
         except TypeError:
@@ -184,16 +175,28 @@ class DriverConnection:
                     # opened before this one (the same outage most likely broke them).
                     engine.pool._invalidate(self._pooled, exc, _checkin=False)
                 self.invalidate(exc)
-            raise DBAPIError.instance(
-                sql,
-                params,
-                exc,
-                psycopg.Error,
-                hide_parameters=engine.hide_parameters,
-                connection_invalidated=lost,
-                dialect=engine.dialect,
-            ) from exc
+            raise _as_sqlalchemy(engine, exc, sql, params, lost=lost) from exc
         if not isinstance(exc, Exception):
             # Interrupted mid-call (a signal, the job alarm): the connection's state
             # is unknown, so it never goes back to the pool.
             self.invalidate(exc)
+
+
+def _as_sqlalchemy(
+    engine: Engine,
+    exc: psycopg.Error,
+    sql: str | None,
+    params: Mapping[str, Any] | None,
+    *,
+    lost: bool,
+) -> StatementError:
+    """The SQLAlchemy error `execute` would have raised for driver error `exc`."""
+    return DBAPIError.instance(
+        sql,
+        params,
+        exc,
+        psycopg.Error,
+        hide_parameters=engine.hide_parameters,
+        connection_invalidated=lost,
+        dialect=engine.dialect,
+    )

@@ -144,9 +144,7 @@ _STATE = compile_statement(
         _run.attempt,
         _run.worker_id,
         _run.heartbeat_at,
-        (_run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())).label(
-            "stale"
-        ),
+        _stale_heartbeat.label("stale"),
         (_run.retry_at <= func.now()).label("retry_due"),
     ).where(
         _run.job_name == bindparam("job_name"),
