@@ -409,7 +409,12 @@ def _decide_and_insert(
             reason = _run_pre_check(conn, request.pre_check)
         except Exception as exc:
             error = request.redact(f"pre-check raised {type(exc).__name__}: {exc}")
-            logger.error("pre-check of %s raised", request.job_name, exc_info=True)
+            logger.error(
+                "pre-check of %s raised",
+                request.job_name,
+                exc_info=True,
+                extra={"event": "pre_check_raised", "job": request.job_name},
+            )
             failed = _insert(conn, request, attempt, RunStatus.FAILURE, error)
             return PreCheckFailed(run_id=failed.id, error=error)
         if reason is not None:

@@ -75,9 +75,11 @@ class Redactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Never drops a record; rewrites it in place."""
-        name = _current_job.get()
+        # A line logged outside a job's scope may still name its job in `extra`
+        # (a claim that looked at several jobs, say): it gets the prefix too.
+        name = getattr(record, "job", None) or _current_job.get()
         record.job_prefix = f"[{name}] " if name else ""
-        if name and not hasattr(record, "job"):
+        if name:
             record.job = name
         if self.secrets:
             record.msg = self.scrub(record.getMessage())

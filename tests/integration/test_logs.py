@@ -92,3 +92,42 @@ def test_secrets_never_reach_the_logs(db_url: str, tmp_path: Path):
     )
     assert refused.returncode == 2
     assert "hunter2-db-pass" not in refused.stdout + refused.stderr
+
+
+BROKEN_PRE_CHECK = """
+from app.job import job
+
+def explode(ctx):
+    raise LookupError("no such invoice table")
+
+@job("{name}", schedule="* * * * *", pre_check=explode)
+def checked(ctx):
+    pass
+
+JOBS = [checked]
+"""
+
+
+def test_a_raising_pre_check_is_logged_under_its_job(db_url: str, tmp_path: Path):
+    # The worker's claim looks at several jobs at once, outside any one job's
+    # scope: the line still names the job, in both formats. One job per format,
+    # since the first run settles its instant.
+    stderr = {}
+    for log_format in ("json", "text"):
+        module = tmp_path / f"pre_check_{log_format}.py"
+        module.write_text(BROKEN_PRE_CHECK.replace("{name}", f"checked-{log_format}"))
+        result = cronlock(
+            "worker",
+            "--once",
+            cwd=tmp_path,
+            DATABASE_URL=db_url,
+            JOBS_MODULE=str(module),
+            LOG_FORMAT=log_format,
+        )
+        assert result.returncode == 1, result.stderr
+        stderr[log_format] = result.stderr
+    [raised] = [line for line in _lines(stderr["json"]) if line.get("event") == "pre_check_raised"]
+    assert raised["job"] == "checked-json"
+    assert "LookupError: no such invoice table" in raised["traceback"]
+    [text] = [line for line in stderr["text"].splitlines() if "pre-check of" in line]
+    assert "ERROR   [checked-text] pre-check of checked-text raised" in text
