@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.driver import DriverConnection
@@ -34,12 +35,15 @@ def _first_line(exc: BaseException) -> str:
 class Database:
     """A connection pool to cronlock's database, with error translation."""
 
-    def __init__(self, url: str, *, application_name: str = "cronlock") -> None:
+    def __init__(
+        self, url: str, *, application_name: str = "cronlock", pool_timeout_s: float = 30
+    ) -> None:
         self.url = url
         self.engine: Engine = create_engine(
             url,
             pool_size=2,
             max_overflow=4,
+            pool_timeout=pool_timeout_s,
             pool_pre_ping=False,
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_S,
@@ -62,6 +66,13 @@ class Database:
             raise DatabaseUnavailable(
                 f"cannot reach the database at {self.display_url}: {_first_line(exc)}; "
                 "check DATABASE_URL and that the server is running"
+            ) from exc
+        except PoolTimeout as exc:
+            # Every pooled connection is taken (job bodies share the pool): as good as
+            # unreachable for this caller, which retries or backs off the same way.
+            raise DatabaseUnavailable(
+                f"no free connection to {self.display_url} in the pool: {_first_line(exc)}; "
+                "job bodies that use ctx.database must give their connections back"
             ) from exc
         except IntegrityError:
             # An invariant refused a write: the lock layer decides what that means.

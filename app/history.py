@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, true
+from sqlalchemy import ColumnElement, CursorResult, ScalarSelect, delete, func, select, true
 from sqlalchemy.orm import aliased
 
 from app.db import Database
-from app.models import JobExecution, JobRow, RunStatus
+from app.models import JobExecution, JobRow, RunStatus, Trigger
 
 
 @dataclass(frozen=True)
@@ -193,22 +193,34 @@ def recorded_job_names(database: Database) -> list[str]:
         return list(session.scalars(select(JobRow.name).order_by(JobRow.name)))
 
 
-def prune_runs(database: Database, *, older_than: timedelta, batch_size: int = 1000) -> int:
-    """Delete finished runs started before now() - `older_than`, in batches; return the count.
-
-    Never deletes a RUNNING run, nor the latest run of a job, which the built-in
-    pre-check needs to know its last instant was handled.
-    """
-    newest_per_job = (
+def _newest_run(*criteria: ColumnElement[bool]) -> ScalarSelect[int]:
+    """The id of each job's newest run (meeting `criteria`), per row of `job`."""
+    return (
         select(JobExecution.id)
-        .where(JobExecution.job_name == JobRow.name)
+        .where(JobExecution.job_name == JobRow.name, *criteria)
         .order_by(JobExecution.scheduled_for.desc(), JobExecution.id.desc())
         .limit(1)
         .scalar_subquery()
     )
+
+
+def prune_runs(database: Database, *, older_than: timedelta, batch_size: int = 1000) -> int:
+    """Delete finished runs started before now() - `older_than`, in batches; return the count.
+
+    Never deletes a RUNNING run, nor a job's latest run, which the built-in pre-check
+    needs to know its last instant was handled, nor its latest scheduled run, where
+    catch-up starts after a restart (a later manual run does not stand in for it).
+    """
     with database.transaction() as session:
         keep = [
-            i for i in session.scalars(select(newest_per_job).select_from(JobRow)) if i is not None
+            i
+            for row in session.execute(
+                select(
+                    _newest_run(), _newest_run(JobExecution.trigger == Trigger.SCHEDULE)
+                ).select_from(JobRow)
+            )
+            for i in row
+            if i is not None
         ]
     batch = (
         select(JobExecution.id)

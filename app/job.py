@@ -47,10 +47,11 @@ class RunContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     timeout_s: float | None = None
     transaction: Connection | None = None
+    lease_lost: Callable[[], bool] = field(default=lambda: False, repr=False)
 
     def should_stop(self) -> bool:
         """True once the worker asks the body to stop (its claim is no longer trusted)."""
-        return self.cancelled.is_set()
+        return self.cancelled.is_set() or self.lease_lost()
 
     def session(self) -> Session:
         """A session for work in cronlock's database.

@@ -9,8 +9,12 @@ about STALE_JOB_THRESHOLD_SECONDS after its last beat.
 
 A run's `Lease` is lost, and the run's cancellation flag raised, when:
 - a renewal finds the row no longer RUNNING under this run id (taken over), or
-- renewals have failed for longer than the stale threshold (self-fencing: another
-  worker may already consider the run abandoned).
+- no renewal has landed for the stale threshold less one heartbeat interval
+  (self-fencing, before any other worker may consider the run abandoned).
+
+The deadline is read from the monotonic clock whenever anyone asks (the body's
+`should_stop()`, the runner's verdict), so a renewal stuck on a dead connection
+cannot keep a claim alive; and no error ends the heartbeat thread.
 """
 
 from __future__ import annotations
@@ -31,23 +35,36 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Lease:
-    """The claim on one run, as far as this worker can still trust it."""
+    """The claim on one run, as far as this worker can still trust it.
+
+    `last_renewed` is when the latest renewal that landed was sent (monotonic), so
+    the run's heartbeat in the database is no older than that.
+    """
 
     run_id: int
     job_name: str
-    cancelled: threading.Event
+    fence_after_s: float
+    cancelled: threading.Event = field(default_factory=threading.Event)
     last_renewed: float = field(default_factory=time.monotonic)
     next_beat_at: float = 0.0
     lost_reason: str | None = None
+    _losing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def lost(self) -> bool:
-        """True once this worker must no longer trust its claim."""
+        """True once this worker must no longer trust its claim (checks the deadline)."""
+        if self.lost_reason is None:
+            silent_s = time.monotonic() - self.last_renewed
+            if silent_s > self.fence_after_s:
+                self.lose(f"no heartbeat landed for {silent_s:.0f}s")
         return self.lost_reason is not None
 
     def lose(self, reason: str) -> None:
-        """Stop trusting the claim and ask the body to stop."""
-        self.lost_reason = reason
+        """Stop trusting the claim and ask the body to stop (once; later reasons are dropped)."""
+        with self._losing:
+            if self.lost_reason is not None:
+                return
+            self.lost_reason = reason
         self.cancelled.set()
         logger.error(
             "run %s of %s lost its lease: %s; asking the job to stop",
@@ -78,13 +95,18 @@ class Heartbeat:
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    @contextmanager
-    def track(self, run_id: int, job_name: str, cancelled: threading.Event) -> Iterator[Lease]:
-        """Keep `run_id`'s heartbeat going for the duration of the block."""
-        lease = Lease(run_id, job_name, cancelled)
+    def lease(self, run_id: int, job_name: str) -> Lease:
+        """A new lease on a run just claimed, fenced one heartbeat before it may go stale."""
+        fence_after_s = max(self.stale_after_s - self.interval_s, self.stale_after_s / 2)
+        lease = Lease(run_id, job_name, fence_after_s)
         lease.next_beat_at = lease.last_renewed + self.interval_s
+        return lease
+
+    @contextmanager
+    def track(self, lease: Lease) -> Iterator[Lease]:
+        """Keep the lease's heartbeat going for the duration of the block."""
         with self._state:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
                 self._thread.start()
             self._current = lease
@@ -122,25 +144,27 @@ class Heartbeat:
                     self._state.acquire()
 
     def _renew(self, lease: Lease) -> None:
+        sent_at = time.monotonic()
         try:
             still_ours = renew_lease(self.database, lease.run_id)
-        except DatabaseError as exc:
-            silent_s = time.monotonic() - lease.last_renewed
+        except Exception as exc:  # any error is a renewal that did not land
+            # The thread must outlive it: every later run of this worker relies on it.
+            expected = isinstance(exc, DatabaseError)
             logger.warning(
                 "heartbeat of run %s failed (%.0fs since the last one): %s",
                 lease.run_id,
-                silent_s,
-                exc.message,
+                time.monotonic() - lease.last_renewed,
+                exc.message if isinstance(exc, DatabaseError) else f"{type(exc).__name__}: {exc}",
+                exc_info=not expected,
                 extra={"event": "heartbeat_failed", "run_id": lease.run_id},
             )
-            if silent_s > self.stale_after_s:
-                lease.lose(f"no heartbeat landed for {silent_s:.0f}s")
-            # Try again soon rather than a whole interval later.
-            lease.next_beat_at = time.monotonic() + min(self.interval_s / 2, 1.0)
+            if not lease.lost:  # past the deadline, this loses the lease
+                # Try again soon rather than a whole interval later.
+                lease.next_beat_at = time.monotonic() + min(self.interval_s / 2, 1.0)
             return
         if still_ours:
-            lease.last_renewed = time.monotonic()
-            lease.next_beat_at = lease.last_renewed + self.interval_s
+            lease.last_renewed = sent_at
+            lease.next_beat_at = time.monotonic() + self.interval_s
             if self.on_renewed is not None:
                 self.on_renewed()  # a long run keeps the worker's liveness up
         else:

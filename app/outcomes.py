@@ -42,14 +42,16 @@ MAX_MISSED_PER_CALL = 1000
 _run = JobExecution
 _delay = bindparam("retry_delay_s", type_=Float())
 _expires = bindparam("expires_at", type_=DateTime(timezone=True))
-_retry_at = func.now() + _delay * literal_column("interval '1 second'", Interval())
+# clock_timestamp(), not now(): a transactional run finishes inside its body's
+# transaction, whose now() is when the body started.
+_retry_at = func.clock_timestamp() + _delay * literal_column("interval '1 second'", Interval())
 
 _FINISH = compile_statement(
     update(_run)
     .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
     .values(
         status=bindparam("new_status"),
-        completed_at=func.now(),
+        completed_at=func.clock_timestamp(),
         result=bindparam("new_result", type_=_run.__table__.c.result.type),
         error_message=bindparam("new_error"),
         # A retry is only worth scheduling before the job's next instant.

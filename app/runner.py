@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -276,32 +275,39 @@ def execute(
         claim.attempt,
         extra={"event": "run_started", **fields},
     )
-    transaction = _open_transaction(database, job) if job.transactional else None
-    context = RunContext(
-        job_name=job.name,
-        run_id=claim.run_id,
-        scheduled_for=claim.scheduled_for,
-        trigger=claim.trigger,
-        attempt=claim.attempt,
-        settings=settings,
-        logger=logging.getLogger(f"cronlock.job.{job.name}"),
-        database=database,
-        cancelled=threading.Event(),
-        timeout_s=job.timeout_s,
-        transaction=transaction,
-    )
     own_heartbeat = heartbeat is None
     heartbeat = heartbeat or Heartbeat(
         database,
         interval_s=settings.heartbeat_interval_s,
         stale_after_s=settings.stale_threshold_s,
     )
+    lease = heartbeat.lease(claim.run_id, job.name)
     started = time.perf_counter()
     running = metrics.RUNNING.labels(job_name=job.name)
     running.set(1)
+    transaction: Connection | None = None
     try:
-        with heartbeat.track(claim.run_id, job.name, context.cancelled) as lease:
+        with heartbeat.track(lease):
+            transaction = _open_transaction(database, job) if job.transactional else None
+            context = RunContext(
+                job_name=job.name,
+                run_id=claim.run_id,
+                scheduled_for=claim.scheduled_for,
+                trigger=claim.trigger,
+                attempt=claim.attempt,
+                settings=settings,
+                logger=logging.getLogger(f"cronlock.job.{job.name}"),
+                database=database,
+                cancelled=lease.cancelled,
+                timeout_s=job.timeout_s,
+                transaction=transaction,
+                lease_lost=lambda: lease.lost,
+            )
             ending = _run_body(job, context, alarm)
+    except DatabaseError as exc:
+        # Only opening the run's transaction gets here (the body's errors are its
+        # outcome): the run is committed RUNNING, so it must end FAILURE, not linger.
+        ending = Outcome(RunStatus.FAILURE, error=f"could not begin the run: {exc.message}")
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
         _close(transaction)
@@ -379,10 +385,14 @@ def _open_transaction(database: Database, job: Job) -> Connection:
     """The run's transaction: the body's writes and its SUCCESS commit together."""
     with database.translated_errors():
         conn = database.engine.connect()
-        conn.begin()
-        if job.timeout_s is not None:
-            milliseconds = str(max(int(job.timeout_s * 1000), 1))
-            conn.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+        try:
+            conn.begin()
+            if job.timeout_s is not None:
+                milliseconds = str(max(int(job.timeout_s * 1000), 1))
+                conn.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+        except BaseException:
+            conn.close()
+            raise
     return conn
 
 

@@ -277,10 +277,13 @@ class Worker:
         queued = {(d.job.name, d.scheduled_for) for d in self.pending}
         something_due = False
         for configured in self.enabled:
-            instants = instants_between(configured, self.cursors.get(configured.name, now), now)
-            self.cursors[configured.name] = now
+            after = self.cursors.get(configured.name, now)
+            instants = instants_between(configured, after, now)
             if not instants:
+                self.cursors[configured.name] = now
                 continue
+            if len(instants) == MAX_MISSED_SCAN:
+                self._log_unscanned(configured, after, instants[0])
             something_due = True
             latest, older = instants[-1], instants[:-1]
             expires_at = configured.schedule.next_after(latest)
@@ -294,6 +297,8 @@ class Worker:
                 if (configured.name, latest) not in queued:
                     self.pending.append(Due(configured, latest, expires_at))
             report.missed += self._record_missed(configured, older, reason)
+            # Only once they are recorded: if the write fails, the next tick sees them again.
+            self.cursors[configured.name] = now
         # Retries come from failures, which happen at instants: scan when something is
         # due or a known retry is, and otherwise once per stale threshold, to take over
         # runs whose worker died. A worker whose jobs have no retries never scans.
@@ -304,6 +309,24 @@ class Worker:
         self.pending.sort(key=lambda d: (d.scheduled_for, self._order[d.job.name]))
         report.add(self.attempt_pending())
         return report
+
+    def _log_unscanned(self, configured: ConfiguredJob, after: datetime, oldest: datetime) -> None:
+        """A gap longer than MAX_MISSED_SCAN instants: say what is neither run nor recorded."""
+        first = configured.schedule.next_after(after)
+        if first < oldest:
+            logger.warning(
+                "%s has more than %d missed instants; those from %s to before %s are not recorded",
+                configured.name,
+                MAX_MISSED_SCAN,
+                first.isoformat(),
+                oldest.isoformat(),
+                extra={
+                    "event": "instants_not_recorded",
+                    "job": configured.name,
+                    "from": first.isoformat(),
+                    "until": oldest.isoformat(),
+                },
+            )
 
     def _record_missed(
         self, configured: ConfiguredJob, instants: list[datetime], reason: str

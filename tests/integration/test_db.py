@@ -143,3 +143,22 @@ def test_an_unreachable_server_is_a_clear_error_from_the_driver_path():
         database.driver(),
     ):
         pass
+
+
+def test_a_pool_with_no_free_connection_is_unavailable_not_a_crash(db_url: str):
+    # Job bodies share the pool; when they hold every connection, the worker's own
+    # checkouts must fail the way an outage does, which every caller handles.
+    database = Database(db_url, pool_timeout_s=0.2)
+    held = [database.engine.connect() for _ in range(6)]
+    try:
+        with pytest.raises(DatabaseUnavailable, match="no free connection"), database.driver():
+            pass
+        with (
+            pytest.raises(DatabaseUnavailable, match="no free connection"),
+            database.transaction() as session,
+        ):
+            session.execute(select(1))
+    finally:
+        for conn in held:
+            conn.close()
+        database.dispose()

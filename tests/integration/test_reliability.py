@@ -18,13 +18,15 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import Database
+from app.errors import DatabaseUnavailable
 from app.interrupts import Alarm
 from app.job import Job, RunContext
 from app.lease import Heartbeat
 from app.lock import Claim
+from app.outcomes import record_missed, renew_lease
 from app.registry import JobRegistry, configure
 from app.runner import execute
-from app.worker import Worker, utc_now
+from app.worker import MAX_MISSED_SCAN, Worker, utc_now
 from tests.integration.helpers import INSTANT, age_run, claim, rows
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -73,28 +75,27 @@ def refuse_connections(admin_url: str, db_url: str, refused: bool) -> None:
 def test_heartbeats_keep_a_long_run_from_being_taken_over(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    cancelled = threading.Event()
     heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=1)
-    with heartbeat.track(run.run_id, "a", cancelled):
+    lease = heartbeat.lease(run.run_id, "a")
+    with heartbeat.track(lease):
         deadline = time.monotonic() + 2.5  # longer than the stale threshold
         while time.monotonic() < deadline:
             rival = claim(database, scheduled_for=INSTANT + timedelta(minutes=5), stale_after_s=1)
             assert "still running" in rival.reason or "already has run" in rival.reason
             time.sleep(0.2)
     heartbeat.close()
-    assert not cancelled.is_set()
+    assert not lease.cancelled.is_set()
     assert rows(database, f"id = {run.run_id}")[0].status == "RUNNING"
 
 
 def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    cancelled = threading.Event()
     heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=60)
-    with heartbeat.track(run.run_id, "a", cancelled) as lease:
+    with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
         age_run(database, run.run_id, 3600)
         assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
-        assert cancelled.wait(10)
+        assert lease.cancelled.wait(10)
     heartbeat.close()
     assert lease.lost_reason == "another worker took the run over"
 
@@ -102,16 +103,87 @@ def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
 def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    cancelled = threading.Event()
     heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=0.5)
     try:
-        with heartbeat.track(run.run_id, "a", cancelled) as lease:
+        with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
             refuse_connections(pg_admin_url, db_url, refused=True)
-            assert cancelled.wait(20)
+            assert lease.cancelled.wait(20)
     finally:
         refuse_connections(pg_admin_url, db_url, refused=False)
         heartbeat.close()
     assert lease.lost_reason.startswith("no heartbeat landed for")
+
+
+def _beats(database: Database, run_id: int) -> datetime:
+    with database.transaction() as session:
+        return session.execute(
+            text("SELECT heartbeat_at FROM job_execution WHERE id = :id"), {"id": run_id}
+        ).scalar_one()
+
+
+def test_a_renewal_stuck_in_the_database_still_fences_the_run(database: Database):
+    # The row lock held here keeps the heartbeat's UPDATE waiting: the thread is
+    # stuck, yet the claim is given up before any other worker may take it over.
+    run = claim(database)
+    assert isinstance(run, Claim)
+    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=1)
+    lease = heartbeat.lease(run.run_id, "a")
+    assert lease.fence_after_s == pytest.approx(0.9)
+    with database.engine.connect() as blocker:
+        blocker.execute(
+            text("SELECT 1 FROM job_execution WHERE id = :id FOR UPDATE"), {"id": run.run_id}
+        )
+        with heartbeat.track(lease):
+            wait_until(lambda: lease.lost)
+            with database.transaction() as session:
+                waiting = session.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'UPDATE job_execution SET heartbeat_at%'"
+                    )
+                ).scalar_one()
+            assert waiting == 1
+        blocker.rollback()
+    heartbeat.close()
+    assert lease.cancelled.is_set()
+    assert lease.lost_reason.startswith("no heartbeat landed for")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("a bug"),
+        pytest.param(
+            SystemExit(3),
+            marks=pytest.mark.filterwarnings(
+                "ignore::pytest.PytestUnhandledThreadExceptionWarning"
+            ),
+        ),
+    ],
+)
+def test_no_error_leaves_later_runs_without_a_heartbeat(database: Database, monkeypatch, error):
+    # A RuntimeError is a failed renewal that the thread survives; an exit ends the
+    # thread, and the next run's track() starts another.
+    failures = [error]
+
+    def renew_failing_once(db: Database, run_id: int) -> bool:
+        if failures:
+            raise failures.pop()
+        return renew_lease(db, run_id)
+
+    monkeypatch.setattr("app.lease.renew_lease", renew_failing_once)
+    heartbeat = Heartbeat(database, interval_s=0.05, stale_after_s=3600)
+    first = claim(database)
+    assert isinstance(first, Claim)
+    with heartbeat.track(heartbeat.lease(first.run_id, "a")):
+        wait_until(lambda: not failures)
+    second = claim(database, "b")
+    assert isinstance(second, Claim)
+    claimed_beat = _beats(database, second.run_id)
+    with heartbeat.track(heartbeat.lease(second.run_id, "b")) as lease:
+        wait_until(lambda: _beats(database, second.run_id) > claimed_beat)
+    heartbeat.close()
+    assert not lease.lost
 
 
 def test_a_run_whose_lease_is_lost_is_never_recorded_success(database: Database):
@@ -278,6 +350,45 @@ def test_after_an_outage_the_latest_instant_is_caught_up_and_older_ones_missed(d
     assert len(rows(database)) == 6
 
 
+def test_missed_instants_whose_record_failed_are_recorded_by_the_next_tick(
+    database: Database, monkeypatch
+):
+    _history(database, "strict", NOON)
+    jobs = [Job(name="strict", body=lambda ctx: None, schedule="* * * * *", misfire_grace_s=0)]
+    back_at = NOON + timedelta(minutes=3, seconds=30)
+    worker = worker_for(database, jobs, clock=lambda: back_at, start_at=back_at)
+    outage = [DatabaseUnavailable("cannot reach the database")]
+
+    def record_once_unavailable(*args, **kwargs):
+        if outage:
+            raise outage.pop()
+        return record_missed(*args, **kwargs)
+
+    monkeypatch.setattr("app.worker.record_missed", record_once_unavailable)
+    with pytest.raises(DatabaseUnavailable):
+        worker.tick(back_at)
+    worker.tick(back_at + timedelta(seconds=1))
+    missed = [r.scheduled_for - NOON for r in rows(database) if r.status == "MISSED"]
+    assert sorted(missed) == [timedelta(minutes=m) for m in (1, 2, 3)]
+
+
+def test_a_gap_longer_than_the_scan_says_what_it_leaves_unrecorded(database: Database, caplog):
+    _history(database, "secondly", NOON)
+    jobs = [Job(name="secondly", body=lambda ctx: None, schedule="* * * * * *")]
+    back_at = NOON + timedelta(seconds=MAX_MISSED_SCAN + 500)
+    worker = worker_for(database, jobs, clock=lambda: back_at, start_at=back_at)
+    worker.tick(back_at)
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "instants_not_recorded"]
+    oldest_scanned = back_at - timedelta(seconds=MAX_MISSED_SCAN - 1)
+    assert (line.job, line.__dict__["from"], line.until) == (
+        "secondly",
+        (NOON + timedelta(seconds=1)).isoformat(),
+        oldest_scanned.isoformat(),
+    )
+    missed = [r.scheduled_for for r in rows(database) if r.status == "MISSED"]
+    assert min(missed) == oldest_scanned
+
+
 def test_an_instant_later_than_the_misfire_grace_is_missed_not_run(database: Database):
     _history(database, "strict", NOON)
     ran = []
@@ -377,6 +488,20 @@ def test_a_transactional_job_that_rolls_back_is_a_failure(ledger: Database):
     assert (row.status, row.error_message) == ("FAILURE", "the job rolled its transaction back")
 
 
+def test_a_transactional_run_records_when_it_ended_not_when_its_transaction_began(
+    ledger: Database,
+):
+    def body(ctx: RunContext):
+        with ctx.session() as session:
+            session.execute(text("SELECT pg_sleep(0.3)"))
+
+    jobs = [Job(name="slow", body=body, schedule="* * * * *", transactional=True)]
+    worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)).tick(NOON)
+    [row] = rows(ledger)
+    assert row.status == "SUCCESS"
+    assert row.completed_at - row.started_at >= timedelta(seconds=0.3)
+
+
 def test_a_transactional_run_taken_over_rolls_its_writes_back(ledger: Database):
     job = Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
     run = claim(ledger, job_name="book")
@@ -385,6 +510,25 @@ def test_a_transactional_run_taken_over_rolls_its_writes_back(ledger: Database):
     outcome = execute(ledger, job, run, Settings.from_env({}), alarm=Alarm())
     assert (outcome.status, outcome.recorded) == ("SUCCESS", False)
     assert _ledger(ledger) == []
+
+
+def test_a_run_whose_transaction_cannot_begin_ends_failure_not_running(
+    ledger: Database, monkeypatch
+):
+    def cannot_begin(database: Database, job: Job):
+        raise DatabaseUnavailable("cannot reach the database: connection refused")
+
+    monkeypatch.setattr("app.runner._open_transaction", cannot_begin)
+    jobs = [
+        Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
+    ]
+    worker = worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1))
+    worker.tick(NOON)
+    [row] = rows(ledger)
+    assert row.status == "FAILURE"
+    assert row.error_message.startswith("could not begin the run: cannot reach the database")
+    assert _ledger(ledger) == []
+    assert worker.pending == []
 
 
 # -- outages and clocks ----------------------------------------------------------------------------
