@@ -1,10 +1,10 @@
 """Steering from the CLI: pausing and resuming jobs, stored where every claim reads it.
 
-A pause is a column on the job's own row (or the single row of `global_pause` for
-`--all`), which the claim reads in its locking statement: every replica honours
-it at its next claim, with no extra query and no restart. Pausing a job waits
-for a claim in progress on it, so once `cronlock pause` returns, no new run of
-the job starts anywhere.
+A pause is a column on the job's own row, which the claim reads in its locking
+statement, or the single row of `global_pause` for `--all`, which it reads right
+after the lock: every replica honours it at its next claim, with no restart.
+Pausing waits for the claims in progress (it takes the job's row, or every job's
+row, before it commits), so once `cronlock pause` returns, no new run starts.
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ def pause_all(database: Database, *, reason: str, paused_by: str) -> None:
     )
     with database.connection() as conn:
         conn.execute(statement)
+        # Wait for the claims in progress: a claim that takes a job's row after this
+        # commits reads the pause (see app.lock._STATE).
+        conn.execute(select(JobRow.name).order_by(JobRow.name).with_for_update())
 
 
 def resume_all(database: Database) -> bool:

@@ -25,16 +25,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnClause,
     DateTime,
     Interval,
     Text,
+    and_,
     bindparam,
+    case,
     column,
     func,
     insert,
     literal_column,
+    null,
     or_,
+    outerjoin,
     select,
     true,
     update,
@@ -123,11 +128,12 @@ class ClaimRequest:
 _run = JobExecution
 _stale_heartbeat = _run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interval())
 
-# The lock also reads whether the job (or everything) is paused: no extra query.
-_ALL_PAUSED = select(GlobalPause.paused_reason).where(GlobalPause.id.is_(True)).scalar_subquery()
-_LOCK = select(
-    JobRow.name, JobRow.paused_reason, JobRow.alerted_at, _ALL_PAUSED.label("all_paused")
-).where(JobRow.name == bindparam("job_name"))
+# The lock also reads whether the job is paused: no extra query. A claim that waited
+# for the row reads the row as the pause left it (READ COMMITTED re-reads a locked
+# row that changed), so once `cronlock pause` returns, no claim misses it.
+_LOCK = select(JobRow.name, JobRow.paused_reason, JobRow.alerted_at).where(
+    JobRow.name == bindparam("job_name")
+)
 _LOCK_OR_SKIP = compile_statement(_LOCK.with_for_update(of=JobRow, skip_locked=True))
 _LOCK_OR_WAIT = compile_statement(_LOCK.with_for_update(of=JobRow))
 
@@ -135,8 +141,14 @@ _LOCK_OR_WAIT = compile_statement(_LOCK.with_for_update(of=JobRow))
 # statement takes a new snapshot, so this one sees what the previous lock holder
 # committed. Joined into the locking statement, a claim that waited for the lock
 # would read the old snapshot and start a run that had already happened.
+# `pause --all` is read here for the same reason: it takes every job's row before
+# it commits, so a claim either finished before it, or reads it after the lock.
+# One row at least (the pause), then one per run found.
+_ALL_PAUSED = select(GlobalPause.paused_reason).where(GlobalPause.id.is_(True)).scalar_subquery()
+_ONE_ROW = select(literal_column("1").label("one")).subquery("one")
 _STATE = compile_statement(
     select(
+        _ALL_PAUSED.label("all_paused"),
         _run.id,
         _run.job_name,
         _run.status,
@@ -146,15 +158,22 @@ _STATE = compile_statement(
         _run.heartbeat_at,
         _stale_heartbeat.label("stale"),
         (_run.retry_at <= func.now()).label("retry_due"),
-    ).where(
-        _run.job_name == bindparam("job_name"),
-        # 'RUNNING' inline, not a parameter: a prepared statement's generic plan can
-        # only use the partial index (WHERE status = 'RUNNING') for a literal; with a
-        # parameter it reads every run of the job, and slows down as history grows.
-        or_(
-            _run.status == literal_column("'RUNNING'"),
-            _run.scheduled_for == bindparam("scheduled_for"),
-        ),
+    ).select_from(
+        outerjoin(
+            _ONE_ROW,
+            _run,
+            and_(
+                _run.job_name == bindparam("job_name"),
+                # 'RUNNING' inline, not a parameter: a prepared statement's generic plan
+                # can only use the partial index (WHERE status = 'RUNNING') for a
+                # literal; with a parameter it reads every run of the job, and slows
+                # down as history grows.
+                or_(
+                    _run.status == literal_column("'RUNNING'"),
+                    _run.scheduled_for == bindparam("scheduled_for"),
+                ),
+            ),
+        )
     )
 )
 
@@ -165,7 +184,8 @@ _ABANDON = (
         status=RunStatus.FAILURE,
         completed_at=func.now(),
         error_message=bindparam("error"),
-        retry_at=bindparam("abandon_retry_at"),
+        # A run with retries left is due again at once.
+        retry_at=case((bindparam("retry", type_=Boolean()), func.now()), else_=null()),
     )
 )
 
@@ -259,7 +279,6 @@ _NEXT = compile_statement(
         _due.c.settled_worker,
         _taken.c.paused_reason,
         _taken.c.alerted_at,
-        _ALL_PAUSED.label("all_paused"),
         _taken.c.position.is_not(None).label("locked"),
     )
     .select_from(_due.outerjoin(_taken, _due.c.position == _taken.c.position))
@@ -361,33 +380,32 @@ def _log_refusal(request: ClaimRequest, exc: IntegrityError) -> None:
     )
 
 
-def _pause_reason(locked: Any, request: ClaimRequest) -> str | None:
-    if request.ignore_pause:
-        return None
-    if locked.paused_reason is not None:
-        return f"paused: {locked.paused_reason}"
-    if locked.all_paused is not None:
-        return f"paused (all jobs): {locked.all_paused}"
+def _pause_reason(job_paused: str | None, all_paused: str | None) -> str | None:
+    if job_paused is not None:
+        return f"paused: {job_paused}"
+    if all_paused is not None:
+        return f"paused (all jobs): {all_paused}"
     return None
 
 
 def _claim_locked(conn: DriverConnection, request: ClaimRequest, locked: Any) -> ClaimResult:
-    """The claim after the job's row is locked; `locked` holds the pause and alert state."""
-    claimed = _decide_and_insert(conn, request, _pause_reason(locked, request))
+    """The claim after the job's row is locked; `locked` holds its pause and alert state."""
+    claimed = _decide_and_insert(conn, request, locked.paused_reason)
     if isinstance(claimed, Claim) and locked.alerted_at is not None:
         return replace(claimed, alert_open=True)
     return claimed
 
 
 def _decide_and_insert(
-    conn: DriverConnection, request: ClaimRequest, paused: str | None
+    conn: DriverConnection, request: ClaimRequest, job_paused: str | None
 ) -> ClaimResult:
-    runs = _read_state(conn, request)
+    all_paused, runs = _read_state(conn, request)
     stale = [r for r in runs if r.status == RunStatus.RUNNING and r.stale]
     if stale:
         for row in stale:
             _abandon(conn, row, request)
-        runs = _read_state(conn, request)
+        all_paused, runs = _read_state(conn, request)
+    paused = None if request.ignore_pause else _pause_reason(job_paused, all_paused)
     decision = _decide(runs, request)
     if isinstance(decision, Skip):
         return _record_skip(conn, request, decision, attempt=1)
@@ -432,13 +450,15 @@ def _decide_and_insert(
     )
 
 
-def _read_state(conn: DriverConnection, request: ClaimRequest) -> list[Any]:
+def _read_state(conn: DriverConnection, request: ClaimRequest) -> tuple[str | None, list[Any]]:
+    """`pause --all`'s reason (None when not paused), and the job's runs that matter."""
     params = {
         "job_name": request.job_name,
         "scheduled_for": request.scheduled_for,
         "stale_after": timedelta(seconds=request.stale_after_s),
     }
-    return conn.fetch_all(_STATE, params)
+    rows = conn.fetch_all(_STATE, params)
+    return rows[0].all_paused, [row for row in rows if row.id is not None]
 
 
 def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
@@ -448,10 +468,7 @@ def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
         f"{row.worker_id}; taken over by {request.worker_id}"
     )
     retry = row.scheduled_for == request.scheduled_for and row.attempt <= request.retries
-    params = {"run_id": row.id, "error": message, "abandon_retry_at": None}
-    if retry:
-        params["abandon_retry_at"] = conn.sqlalchemy().execute(select(func.now())).scalar_one()
-    conn.sqlalchemy().execute(_ABANDON, params)
+    conn.sqlalchemy().execute(_ABANDON, {"run_id": row.id, "error": message, "retry": retry})
     logger.warning(
         "run %s of %s was abandoned by %s; marked FAILURE",
         row.id,

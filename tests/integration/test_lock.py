@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from app.control import pause_all, pauses
 from app.db import Database
 from app.errors import DatabaseUnavailable
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_next, ensure_jobs
@@ -277,3 +279,60 @@ def test_claim_next_reads_the_pause_with_the_lock(database: Database):
     found = claim_next(database, [_request("a")])
     assert found.position == 0
     assert found.result == Skip("paused: maintenance", recorded=True, kind="paused")
+
+
+# -- pause --all against claims in flight ---------------------------------------------------------
+
+
+def _wait_for_lock_wait(database: Database, query_start: str) -> None:
+    """Return once a backend waits on a lock in a statement starting with `query_start`."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :q"
+    )
+    for _ in range(600):  # bounds a hang only: Postgres says when the wait has begun
+        with database.transaction() as session:
+            if session.execute(waiting, {"q": query_start + "%"}).scalar_one():
+                return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"no statement {query_start!r} ever waited for a lock")
+
+
+def test_a_claim_that_waited_for_the_lock_reads_a_pause_all_that_landed_meanwhile(
+    database: Database,
+):
+    ensure_jobs(database, ["a"])
+    found: list[Any] = []
+    with database.engine.connect() as holder:
+        holder.execute(text("SELECT name FROM job WHERE name = 'a' FOR UPDATE"))
+        waiter = threading.Thread(target=lambda: found.append(claim(database, wait_for_lock=True)))
+        waiter.start()
+        _wait_for_lock_wait(database, "SELECT job.name")
+        with database.transaction() as session:
+            session.execute(
+                text("INSERT INTO global_pause (paused_reason, paused_by) VALUES ('freeze', 't')")
+            )
+        holder.rollback()
+    waiter.join(timeout=30)
+    [result] = found
+    assert isinstance(result, Skip)
+    assert result.reason == "paused (all jobs): freeze"
+
+
+def test_pause_all_returns_only_after_the_claims_in_progress(database: Database):
+    ensure_jobs(database, ["a", "b"])
+    with database.engine.connect() as claiming:
+        claiming.execute(text("SELECT name FROM job WHERE name = 'b' FOR UPDATE"))
+        pausing = threading.Thread(
+            target=lambda: pause_all(database, reason="freeze", paused_by="t")
+        )
+        pausing.start()
+        _wait_for_lock_wait(database, "SELECT job.name")
+        assert pausing.is_alive()
+        assert pauses(database)[0] is None  # not committed while it waits
+        claiming.commit()
+    pausing.join(timeout=30)
+    assert not pausing.is_alive()
+    everything, _ = pauses(database)
+    assert everything is not None
+    assert everything.reason == "freeze"
+    assert claim(database, "b").reason == "paused (all jobs): freeze"
