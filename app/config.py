@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import URL, make_url
@@ -24,6 +25,9 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 15
 DEFAULT_SHUTDOWN_GRACE_S = 30
 DEFAULT_MAX_CLOCK_SKEW_S = 2
 DEFAULT_RETENTION_DAYS = 30
+MAX_STALE_S = 86_400  # a day: a live run renews its heartbeat long before
+MAX_GRACE_S = 86_400
+MAX_RETENTION_DAYS = 36_500
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -48,26 +52,43 @@ def parse_bool(variable: str, raw: str) -> bool:
 
 
 def _positive(
-    environ: Mapping[str, str], variable: str, default: float, *, whole: bool = False
+    environ: Mapping[str, str],
+    variable: str,
+    default: float,
+    *,
+    whole: bool = False,
+    maximum: float = 10**9,
 ) -> float:
+    """A positive, finite number up to `maximum`: larger ones overflow date arithmetic."""
     raw = environ.get(variable)
     if raw is None or raw.strip() == "":
         return default
+    kind = "whole number" if whole else "number of seconds"
     try:
         value = int(raw.strip()) if whole else float(raw.strip())
     except ValueError:
         value = 0
     if not value > 0:
-        kind = "whole number" if whole else "number of seconds"
         raise ConfigError(f"{variable}={raw!r} is not a positive {kind}; e.g. {default:g}")
+    if not value <= maximum:  # also refuses inf and nan
+        raise ConfigError(f"{variable}={raw!r} is too large; use a {kind} up to {maximum:g}")
     return value
+
+
+def _http_url(raw: str) -> bool:
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port  # raises ValueError when out of range
+    except ValueError:  # also an unclosed [IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def normalize_database_url(raw: str, *, variable: str = "DATABASE_URL") -> str:
     """Return the URL with the psycopg 3 driver; accept plain `postgresql://` and `postgres://`."""
     try:
         url: URL = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"{variable} is not a database URL; expected postgresql://user:password@host:5432/db"
         ) from None
@@ -120,30 +141,39 @@ class Settings:
         """Read and validate the settings; raise ConfigError naming the bad variable."""
         env = os.environ if environ is None else environ
         raw_url = env.get("DATABASE_URL", "").strip()
-        level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        raw_level = env.get("LOG_LEVEL", "INFO")
+        level = raw_level.strip().upper() or "INFO"
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(
-                f"LOG_LEVEL={level!r} is not a level; use DEBUG, INFO, WARNING or ERROR"
+                f"LOG_LEVEL={raw_level!r} is not a level; use DEBUG, INFO, WARNING, ERROR "
+                "or CRITICAL"
             )
-        stale = _positive(env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S)
+        stale = _positive(
+            env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S, maximum=MAX_STALE_S
+        )
         heartbeat = _positive(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S)
-        if heartbeat >= stale:
+        if heartbeat > stale / 2:
+            # A run fences itself one interval before it may go stale: at least two
+            # renewals must fit, or one slow renewal would make a live run look abandoned.
             raise ConfigError(
-                f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is not below "
-                f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: every run would look abandoned; "
-                "keep the interval at about a quarter of the threshold"
+                f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is more than half of "
+                f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: one late renewal would make a live "
+                "run look abandoned; keep the interval at about a quarter of the threshold"
             )
         log_format = env.get("LOG_FORMAT", "").strip().lower() or None
         if log_format not in (None, "json", "text"):
             raise ConfigError(f"LOG_FORMAT={log_format!r} is not a format; use json or text")
         database_url = normalize_database_url(raw_url) if raw_url else None
         raw_port = env.get("METRICS_PORT", "").strip()
-        if raw_port and not (raw_port.isdigit() and int(raw_port) <= 65535):
+        if raw_port and not (raw_port.isdigit() and 1 <= int(raw_port) <= 65535):
             raise ConfigError(f"METRICS_PORT={raw_port!r} is not a port; use 1-65535, e.g. 9464")
         raw_watchdog = env.get("WATCHDOG_USEC", "").strip()
         webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
-        if webhook and not webhook.startswith(("http://", "https://")):
-            raise ConfigError(f"ALERT_WEBHOOK_URL={webhook!r} is not an http(s) URL")
+        if webhook and not _http_url(webhook):
+            raise ConfigError(
+                f"ALERT_WEBHOOK_URL={webhook!r} is not an http(s) URL with a host; "
+                "e.g. https://hooks.example.com/cronlock"
+            )
         return cls(
             alert_after_failures=int(_positive(env, "ALERT_AFTER_FAILURES", 3, whole=True)),
             alert_webhook_url=webhook,
@@ -160,10 +190,18 @@ class Settings:
             cron_tz=_zone(env),
             stale_threshold_s=stale,
             heartbeat_interval_s=heartbeat,
-            shutdown_grace_s=_positive(env, "SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_S),
+            shutdown_grace_s=_positive(
+                env, "SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_S, maximum=MAX_GRACE_S
+            ),
             max_clock_skew_s=_positive(env, "MAX_CLOCK_SKEW_SECONDS", DEFAULT_MAX_CLOCK_SKEW_S),
             history_retention_days=int(
-                _positive(env, "JOB_HISTORY_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, whole=True)
+                _positive(
+                    env,
+                    "JOB_HISTORY_RETENTION_DAYS",
+                    DEFAULT_RETENTION_DAYS,
+                    whole=True,
+                    maximum=MAX_RETENTION_DAYS,
+                )
             ),
             log_level=level,
             job_overrides={

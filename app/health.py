@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.db import Database
-from app.errors import CronlockError
+from app.errors import ConfigError, CronlockError
 from app.metrics import REGISTRY
 from app.migrations import ensure_at_head
 
@@ -53,7 +53,13 @@ class HealthServer:
         self.database = database
         self.liveness = liveness
         self.max_silence_s = max_silence_s
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler())
+        except OSError as exc:  # port taken, or a host that does not resolve
+            raise ConfigError(
+                f"cannot serve METRICS_PORT={port} on METRICS_HOST={host!r}: "
+                f"{exc.strerror or exc}; pick a free port, or a host address of this machine"
+            ) from None
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True

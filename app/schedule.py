@@ -20,11 +20,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from app.errors import InvalidSchedule
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PROBE = datetime(2000, 1, 1, tzinfo=UTC)  # any fixed date: cron repeats within 400 years
+MAX_INTERVAL_S = 366 * 86400
 _INTERVAL = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MACROS = {
@@ -140,6 +142,10 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
         count, unit = int(interval.group(1)), interval.group(2).lower()
         if count <= 0:
             raise InvalidSchedule(f"{source}: {expression!r} has a zero interval; {_HELP}")
+        if count * _UNIT_S[unit] > MAX_INTERVAL_S:
+            raise InvalidSchedule(
+                f"{source}: {expression!r} is longer than a year; use cron ('0 0 1 1 *') instead"
+            )
         return IntervalSchedule(expression=text, period_s=count * _UNIT_S[unit])
     fields = _MACROS.get(text.lower(), text).split(" ")
     cron_text = " ".join(fields)
@@ -148,9 +154,16 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
     ):
         raise InvalidSchedule(f"{source}: {expression!r} is not a valid schedule; {_HELP}")
     hour_field = fields[2] if len(fields) == 6 else fields[1]
-    return CronSchedule(
+    schedule = CronSchedule(
         expression=cron_text,
         zone=zone,
         has_seconds=len(fields) == 6,
         fixed_hour=not hour_field.startswith("*"),
     )
+    try:
+        schedule.next_after(_PROBE)
+    except CroniterBadDateError:
+        raise InvalidSchedule(
+            f"{source}: {expression!r} never fires (no calendar date matches it); {_HELP}"
+        ) from None
+    return schedule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -175,12 +176,34 @@ def test_unknown_job_exits_2_with_a_suggestion(tmp_path, env):
         ({"CRON_TZ": "Moon/Base"}, "CRON_TZ='Moon/Base'"),
         ({"JOBS_MODULE": "no_such_jobs_module"}, "JOBS_MODULE='no_such_jobs_module'"),
         ({"DATABASE_URL": "mysql://u@h/d"}, "cronlock needs PostgreSQL"),
+        ({"DATABASE_URL": "postgresql://u@127.0.0.1:port/d"}, "DATABASE_URL is not a database"),
+        ({"SYNC_INVOICES_SCHEDULE": "0 0 31 2 *"}, "'0 0 31 2 *' never fires"),
+        ({"SYNC_INVOICES_SCHEDULE": "every 3000000d"}, "longer than a year"),
+        ({"STALE_JOB_THRESHOLD_SECONDS": "inf"}, "STALE_JOB_THRESHOLD_SECONDS='inf' is too large"),
+        ({"SHUTDOWN_GRACE_SECONDS": "1e12"}, "SHUTDOWN_GRACE_SECONDS='1e12' is too large"),
+        ({"JOB_HISTORY_RETENTION_DAYS": "1000000000"}, "JOB_HISTORY_RETENTION_DAYS="),
+        ({"HEARTBEAT_INTERVAL_SECONDS": "40"}, "is more than half of STALE_JOB_THRESHOLD"),
+        ({"METRICS_PORT": "0"}, "METRICS_PORT='0' is not a port"),
+        ({"ALERT_WEBHOOK_URL": "http://"}, "ALERT_WEBHOOK_URL='http://' is not an http(s) URL"),
     ],
 )
 def test_bad_configuration_exits_2_naming_the_variable(tmp_path, env, database, variables, message):
     result = run(tmp_path, env, "worker", **variables)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    with database.transaction() as session:
+        assert session.execute(text("SELECT count(*) FROM job")).scalar() == 0
+
+
+def test_a_metrics_port_in_use_exits_2_before_anything_is_written(tmp_path, env, database):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run(tmp_path, env, "worker", METRICS_PORT=port, METRICS_HOST="127.0.0.1")
+    assert result.returncode == 2, result.stderr
+    assert f"cannot serve METRICS_PORT={port} on METRICS_HOST='127.0.0.1'" in result.stderr
     assert "Traceback" not in result.stderr
     with database.transaction() as session:
         assert session.execute(text("SELECT count(*) FROM job")).scalar() == 0

@@ -69,6 +69,8 @@ def test_non_postgres_url_is_refused(raw: str):
         ("JOB_HISTORY_RETENTION_DAYS", "0"),
         ("CRON_TZ", "Mars/Olympus"),
         ("LOG_LEVEL", "LOUD"),
+        ("MAX_CLOCK_SKEW_SECONDS", "nan"),
+        ("ALERT_WEBHOOK_URL", "https://[::1/hook"),
     ],
 )
 def test_bad_values_name_their_variable(variable: str, raw: str):
