@@ -178,13 +178,16 @@ def get_run(database: Database, run_id: int) -> RunRecord | None:
     return RunRecord(*row) if row else None
 
 
-def latest_attempt(database: Database, job_name: str, scheduled_for: datetime) -> int:
-    """The highest attempt recorded for a (job, instant)."""
-    query = select(func.max(JobExecution.attempt)).where(
-        JobExecution.job_name == job_name, JobExecution.scheduled_for == scheduled_for
+def latest_attempt(database: Database, job_name: str, scheduled_for: datetime) -> JobExecution:
+    """The run of a (job, instant) with the highest attempt (there is at least one)."""
+    query = (
+        select(JobExecution)
+        .where(JobExecution.job_name == job_name, JobExecution.scheduled_for == scheduled_for)
+        .order_by(JobExecution.attempt.desc())
+        .limit(1)
     )
     with database.transaction() as session:
-        return int(session.execute(query).scalar() or 0)
+        return session.execute(query).scalar_one()
 
 
 def recorded_job_names(database: Database) -> list[str]:

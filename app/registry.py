@@ -102,6 +102,11 @@ def _import(reference: str) -> ModuleType:
     return importlib.import_module(reference)
 
 
+def _names_the_reference(missing: str, reference: str) -> bool:
+    """True when the module not found is JOBS_MODULE itself or one of its packages."""
+    return reference == missing or reference.startswith(missing + ".")
+
+
 def load_registry(reference: str) -> JobRegistry:
     """Import JOBS_MODULE (a module name or a .py path) and build its registry."""
     try:
@@ -111,6 +116,12 @@ def load_registry(reference: str) -> JobRegistry:
     except InvalidJob as exc:
         raise InvalidJob(f"JOBS_MODULE={reference!r}: {exc.message}") from exc
     except ModuleNotFoundError as exc:
+        if exc.name is not None and not _names_the_reference(exc.name, reference):
+            # The jobs module was found; something it imports was not.
+            raise JobsModuleError(
+                f"JOBS_MODULE={reference!r} imports {exc.name!r}, which is not installed "
+                "in this environment; install it, or fix the import"
+            ) from exc
         raise JobsModuleError(
             f"JOBS_MODULE={reference!r} cannot be imported ({exc}); "
             "give a module on the Python path or a path to a .py file"

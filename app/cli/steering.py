@@ -12,6 +12,7 @@ from app.cli.common import (
     known_job,
     ready_database,
 )
+from app.config import env_prefix
 from app.control import operator, pause_all, pause_job, resume_all, resume_job
 from app.errors import ConfigError, UnknownJob
 from app.history import (
@@ -35,7 +36,7 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
     configured = next(j for j in deployment.jobs if j.name == job.name)
     if not configured.enabled and not args.force:
         raise ConfigError(
-            f"job {job.name!r} is disabled by its _ENABLED flag; "
+            f"job {job.name!r} is disabled by {env_prefix(job.name)}_ENABLED; "
             "enable it, or pass --force to run it anyway"
         )
     database = ready_database(deployment.settings)
@@ -77,10 +78,15 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
     if run.job_name not in deployment.registry:
         raise UnknownJob(unknown_job_message(run.job_name, deployment.registry.names))
     newest = latest_attempt(database, run.job_name, run.scheduled_for)
-    if newest != run.attempt:
+    if newest.attempt != run.attempt:
+        follow = (
+            f"retry run {newest.id} instead"
+            if newest.status == RunStatus.FAILURE
+            else "there is nothing left to retry"
+        )
         raise ConfigError(
             f"run {run.id} is attempt {run.attempt} of its instant, which already has attempt "
-            f"{newest}; retry the latest one"
+            f"{newest.attempt} (run {newest.id}, {newest.status}); {follow}"
         )
     job = deployment.registry.get(run.job_name)
     request = claim_request(

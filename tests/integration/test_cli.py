@@ -63,7 +63,7 @@ def test_run_a_failing_job_exits_1(tmp_path, env):
 def test_run_a_disabled_job_needs_force(tmp_path, env):
     refused = run(tmp_path, env, "run", "sync-invoices", SYNC_INVOICES_ENABLED="false")
     assert refused.returncode == 2
-    assert "disabled" in refused.stderr
+    assert "disabled by SYNC_INVOICES_ENABLED" in refused.stderr
     assert "--force" in refused.stderr
     forced = run(tmp_path, env, "run", "sync-invoices", "--force", SYNC_INVOICES_ENABLED="false")
     assert forced.returncode == 0, forced.stderr

@@ -88,7 +88,10 @@ def test_retry_re_runs_a_failed_instant_and_clears_the_dead_letter(
     assert "FAILURE" in still_failing.stdout
     stale = cronlock("retry", str(run_id), cwd=tmp_path, **env)
     assert stale.returncode == 2
-    assert "retry the latest one" in stale.stderr
+    second = json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout)[0]
+    assert f"already has attempt 2 (run {second['id']}, FAILURE); retry run {second['id']}" in (
+        stale.stderr
+    )
 
     flag.write_text("fixed")
     latest = json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout)[0]
@@ -102,6 +105,11 @@ def test_retry_re_runs_a_failed_instant_and_clears_the_dead_letter(
         (3, "SUCCESS", "manual"),
     ]
     assert json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout) == []
+    settled = cronlock("retry", str(run_id), cwd=tmp_path, **env)
+    assert settled.returncode == 2
+    assert "(run {}, SUCCESS); there is nothing left to retry".format(runs[0]["id"]) in (
+        settled.stderr
+    )
 
 
 def test_steering_commands_refuse_bad_input(db_url: str, tmp_path: Path):

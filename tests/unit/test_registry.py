@@ -117,5 +117,16 @@ def test_load_registry_errors(tmp_path: Path, content: str, message: str):
 def test_missing_jobs_module():
     with pytest.raises(JobsModuleError, match="cannot be imported"):
         load_registry("no_such_module_anywhere")
+    with pytest.raises(JobsModuleError, match="cannot be imported"):
+        load_registry("no_such_package_anywhere.jobs")
+
+
+def test_a_jobs_module_whose_own_import_is_missing_says_so(tmp_path: Path):
+    module = tmp_path / "needs_more.py"
+    module.write_text("import no_such_dependency_anywhere\nJOBS = []\n")
+    with pytest.raises(
+        JobsModuleError, match="imports 'no_such_dependency_anywhere', which is not"
+    ):
+        load_registry(str(module))
     with pytest.raises(JobsModuleError, match="no such file"):
         load_registry("missing/jobs.py")
