@@ -101,8 +101,12 @@ def own_figures(results: dict[str, Any]) -> list[str]:
             "",
         ],
         [
-            "   Machine CPU busy during the median tick (all cores): 1 worker / 2 / 4 processes",
-            " / ".join(_share(t.get("machine_busy")) for t in ticks.values()),
+            "   Machine CPU busy (stolen by the hypervisor) during the median tick, all cores:"
+            " 1 worker / 2 / 4 processes",
+            " / ".join(
+                f"{_share(t.get('machine_busy'))} ({_share(t.get('machine_stolen'))})"
+                for t in ticks.values()
+            ),
             "",
             "",
         ],
@@ -233,7 +237,9 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
     return [
         f"PostgreSQL {env['postgresql']} ({env['server']}); Python {env['python']} on"
         f" {env['platform']}, {env['cpus']} CPU cores; libpq {env['libpq']}; {versions}."
-        f" The whole run took {results['elapsed_s'] / 60:.1f} minutes.",
+        f" The whole run took {results['elapsed_s'] / 60:.1f} minutes; the hypervisor gave"
+        f" {_share(results.get('machine_stolen'))} of the cores' time to other guests"
+        " meanwhile (steal, from `/proc/stat`), which slows and jitters every figure.",
     ]
 
 
@@ -268,7 +274,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *idle_figures(results),
         "",
-        READING.strip(),
+        READING.format(
+            floor_max_ms=results["core"]["overhead"]["raw"]["max_us"] / 1000,
+            stolen=_share(results.get("machine_stolen")),
+        ).strip(),
         "",
     ]
     return "\n".join(parts)
@@ -328,8 +337,9 @@ How each was taken:
    {timed_runs:,} timed runs after {warmup_runs} warm-up runs. The floor sends the
    same statements by hand on one raw psycopg 3 connection (`BEGIN`, lock, state,
    insert, `COMMIT`, then the finishing `UPDATE`), except that its lock reads only
-   the job's name where cronlock's also reads the pause state, so the floor is a
-   little lower than cronlock's own SQL would be. The two alternate in {chunks} chunks,
+   the job's name where cronlock's also reads the job's pause and alert state, and
+   its state query reads no `pause --all`, so the floor is a little lower than
+   cronlock's own SQL would be. The two alternate in {chunks} chunks,
    and the ratio is the median of the chunks' ratios of medians, so a slow
    spell of the machine moves both sides of a ratio. Round trips are counted in
    libpq's protocol trace (one `ReadyForQuery` each).
@@ -391,7 +401,7 @@ READING = """
 - **Per-run overhead.** cronlock and the floor make the same six round trips.
   The four hot statements are SQLAlchemy Core compiled once and sent by psycopg
   on a connection from SQLAlchemy's pool, without SQLAlchemy's `Connection`; what
-  remains above the floor is two pool checkouts, the pause read in the lock,
+  remains above the floor is two pool checkouts, the pause reads,
   building the claim request and the run's bookkeeping in Python.
 - **History.** The claim's state query reads a job's RUNNING run through a
   partial index, with `'RUNNING'` written into the statement: as a parameter, a
@@ -401,7 +411,9 @@ READING = """
   of its instant on an idle machine; later jobs of the same tick wait for the ones
   before them, because one worker runs its jobs one after another by design. With
   several replicas, a job whose lock another replica holds is tried again after a
-  short poll (50 ms at first).
+  short poll (50 ms at first). The tail follows the machine: in this run the
+  floor's hand-written runs of figure 1 (no scheduling at all) took up to
+  {floor_max_ms:.0f} ms, and the hypervisor took {stolen} of the cores' time.
 - **Instants.** A run recorded for the second it started in (PgQueuer,
   APScheduler 3) can hide lateness: a run due at one second that starts in the
   next counts as that next second's run, and its own instant as missed.

@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,38 @@ def postgres_server() -> Iterator[tuple[str, str]]:
             server.cleanup()
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class CpuTicks:
+    """The whole machine's CPU time so far, from /proc/stat (all zero elsewhere).
+
+    `steal` is time the hypervisor gave to other guests while this one had work:
+    on a shared host it slows every figure, and it is neither busy nor idle here.
+    """
+
+    busy: int = 0
+    steal: int = 0
+    total: int = 0
+
+    def shares(self, later: CpuTicks) -> tuple[float | None, float | None]:
+        """(busy, stolen) shares of all cores' time from this reading to `later`."""
+        total = later.total - self.total
+        if not total:
+            return None, None
+        return (later.busy - self.busy) / total, (later.steal - self.steal) / total
+
+
+def cpu_ticks() -> CpuTicks:
+    """Read the machine's CPU counters now."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+    except OSError:
+        return CpuTicks()
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    idle, steal, total = fields[3] + fields[4], fields[7], sum(fields)
+    return CpuTicks(busy=total - idle - steal, steal=steal, total=total)
 
 
 def database_url(admin_url: str, name: str) -> str:

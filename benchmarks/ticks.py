@@ -23,6 +23,7 @@ from app.db import Database
 from app.job import Job, RunContext
 from app.registry import JobRegistry, configure
 from app.worker import Worker
+from benchmarks.server import CpuTicks, cpu_ticks
 
 TICK_JOBS = 1000
 TICK_NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -65,23 +66,6 @@ def _tick_process(url: str, index: int, barrier: Barrier, results: Any) -> None:
     worker.database.dispose()
 
 
-def _machine_cpu() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat; (0, 0) elsewhere."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(x) for x in stat.readline().split()[1:]]
-    except OSError:
-        return 0, 0
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
-    """How busy the machine's cores were between two readings (1.0: every core, always)."""
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total else None
-
-
 def _table(libpq_url: str) -> dict[str, Any]:
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         rows = {str(status): int(n) for status, n in conn.execute(ROWS)}
@@ -93,13 +77,15 @@ def _table(libpq_url: str) -> dict[str, Any]:
 
 
 def _tick_result(
-    libpq_url: str, tick_s: float, busy: float | None, runs_by_worker: list[int]
+    libpq_url: str, tick_s: float, cpu: tuple[CpuTicks, CpuTicks], runs_by_worker: list[int]
 ) -> dict[str, Any]:
     """One tick's figures, and what the table says about it (then emptied for the next)."""
+    busy, stolen = cpu[0].shares(cpu[1])
     return {
         "jobs": TICK_JOBS,
         "tick_s": tick_s,
         "machine_busy": busy,
+        "machine_stolen": stolen,
         "per_job_ms": tick_s * 1000 / TICK_JOBS,
         "runs_by_worker": runs_by_worker,
         **_table(libpq_url),
@@ -112,12 +98,12 @@ def bench_one_worker(url: str, libpq_url: str) -> dict[str, Any]:
     try:
         started = time.perf_counter()
         worker.start(now=TICK_NOW - timedelta(seconds=1))
-        start_s, started, cpu = time.perf_counter() - started, time.perf_counter(), _machine_cpu()
+        start_s, started, cpu = time.perf_counter() - started, time.perf_counter(), cpu_ticks()
         runs = _settle(worker)
-        tick_s, busy = time.perf_counter() - started, _busy_share(cpu, _machine_cpu())
+        tick_s, cpu_after = time.perf_counter() - started, cpu_ticks()
     finally:
         worker.database.dispose()
-    return {"start_s": start_s, **_tick_result(libpq_url, tick_s, busy, [runs])}
+    return {"start_s": start_s, **_tick_result(libpq_url, tick_s, (cpu, cpu_after), [runs])}
 
 
 def bench_processes(url: str, libpq_url: str, processes: int) -> dict[str, Any]:
@@ -132,13 +118,16 @@ def bench_processes(url: str, libpq_url: str, processes: int) -> dict[str, Any]:
     for process in workers:
         process.start()
     barrier.wait(timeout=120)
-    started, cpu = time.perf_counter(), _machine_cpu()
+    started, cpu = time.perf_counter(), cpu_ticks()
     finished = [results.get(timeout=120) for _ in workers]
-    wall_s, busy = time.perf_counter() - started, _busy_share(cpu, _machine_cpu())
+    wall_s, cpu_after = time.perf_counter() - started, cpu_ticks()
     for process in workers:
         process.join(timeout=30)
     runs_by_worker = [runs for _, _, runs in sorted(finished)]
-    return {"processes": processes, **_tick_result(libpq_url, wall_s, busy, runs_by_worker)}
+    return {
+        "processes": processes,
+        **_tick_result(libpq_url, wall_s, (cpu, cpu_after), runs_by_worker),
+    }
 
 
 def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
