@@ -152,11 +152,11 @@ class Settings:
             env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S, maximum=MAX_STALE_S
         )
         heartbeat = _positive(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S)
-        if heartbeat > stale / 2:
-            # A run fences itself one interval before it may go stale: at least two
-            # renewals must fit, or one slow renewal would make a live run look abandoned.
+        if heartbeat > stale / 3:
+            # A run fences itself one interval before it may go stale, and each renewal
+            # then needs an interval to land: three must fit in the threshold.
             raise ConfigError(
-                f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is more than half of "
+                f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is more than a third of "
                 f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: one late renewal would make a live "
                 "run look abandoned; keep the interval at about a quarter of the threshold"
             )

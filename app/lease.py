@@ -14,7 +14,9 @@ A run's `Lease` is lost, and the run's cancellation flag raised, when:
 
 The deadline is read from the monotonic clock whenever anyone asks (the body's
 `should_stop()`, the runner's verdict), so a renewal stuck on a dead connection
-cannot keep a claim alive; and no error ends the heartbeat thread.
+cannot keep a claim alive. A renewal waits at most one interval for a row lock
+or the server, and no Exception ends the thread; one that dies otherwise is
+started again by the next run.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ class Lease:
     """The claim on one run, as far as this worker can still trust it.
 
     `last_renewed` is when the latest renewal that landed was sent (monotonic), so
-    the run's heartbeat in the database is no older than that.
+    the run's heartbeat in the database is no older than that; before the first,
+    when the lease was made, just after the claim committed (the one interval of
+    margin covers that commit's latency).
     """
 
     run_id: int
@@ -130,7 +134,9 @@ class Heartbeat:
         with self._state:
             while not self._closed:
                 lease = self._current
-                if lease is None or lease.lost:
+                # lost_reason, not lost: a renewal due now must be sent before the
+                # deadline is judged, or a late wake-up would give up a live run.
+                if lease is None or lease.lost_reason is not None:
                     self._state.wait()
                     continue
                 due_in = lease.next_beat_at - time.monotonic()
@@ -146,7 +152,9 @@ class Heartbeat:
     def _renew(self, lease: Lease) -> None:
         sent_at = time.monotonic()
         try:
-            still_ours = renew_lease(self.database, lease.run_id)
+            still_ours = renew_lease(self.database, lease.run_id, timeout_s=self.interval_s)
+            if still_ours and self.on_renewed is not None:
+                self.on_renewed()  # a long run keeps the worker's liveness up
         except Exception as exc:  # any error is a renewal that did not land
             # The thread must outlive it: every later run of this worker relies on it.
             expected = isinstance(exc, DatabaseError)
@@ -164,8 +172,8 @@ class Heartbeat:
             return
         if still_ours:
             lease.last_renewed = sent_at
-            lease.next_beat_at = time.monotonic() + self.interval_s
-            if self.on_renewed is not None:
-                self.on_renewed()  # a long run keeps the worker's liveness up
+            # From when it was sent, as the deadline counts: the next renewal then
+            # has the whole stale threshold less two intervals to land.
+            lease.next_beat_at = sent_at + self.interval_s
         else:
             lease.lose("another worker took the run over")

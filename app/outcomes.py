@@ -160,9 +160,20 @@ def finish_run(
         return Finished(False)
 
 
-def renew_lease(database: Database, run_id: int) -> bool:
-    """Move the run's heartbeat to now() (database clock); False once it is no longer ours."""
-    with database.autocommit() as conn:
+def renew_lease(database: Database, run_id: int, *, timeout_s: float) -> bool:
+    """Move the run's heartbeat to now() (database clock); False once it is no longer ours.
+
+    Waits at most `timeout_s` for the row or the server, so one stuck renewal does
+    not hold up the next: the heartbeat thread serves every run of its worker.
+    """
+    milliseconds = str(max(int(timeout_s * 1000), 1))
+    with database.connection() as conn:
+        conn.execute(
+            select(
+                func.set_config("lock_timeout", milliseconds, True),
+                func.set_config("statement_timeout", milliseconds, True),
+            )
+        )
         return conn.execute(_HEARTBEAT, {"run_id": run_id}).first() is not None
 
 

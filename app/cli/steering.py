@@ -79,11 +79,11 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
         raise UnknownJob(unknown_job_message(run.job_name, deployment.registry.names))
     newest = latest_attempt(database, run.job_name, run.scheduled_for)
     if newest.attempt != run.attempt:
-        follow = (
-            f"retry run {newest.id} instead"
-            if newest.status == RunStatus.FAILURE
-            else "there is nothing left to retry"
-        )
+        follow = {
+            RunStatus.FAILURE: f"retry run {newest.id} instead",
+            RunStatus.RUNNING: f"wait for run {newest.id} to finish",
+            RunStatus.SUCCESS: "there is nothing left to retry",
+        }.get(RunStatus(newest.status), "only a FAILURE can be retried")
         raise ConfigError(
             f"run {run.id} is attempt {run.attempt} of its instant, which already has attempt "
             f"{newest.attempt} (run {newest.id}, {newest.status}); {follow}"

@@ -182,7 +182,7 @@ def test_unknown_job_exits_2_with_a_suggestion(tmp_path, env):
         ({"STALE_JOB_THRESHOLD_SECONDS": "inf"}, "STALE_JOB_THRESHOLD_SECONDS='inf' is too large"),
         ({"SHUTDOWN_GRACE_SECONDS": "1e12"}, "SHUTDOWN_GRACE_SECONDS='1e12' is too large"),
         ({"JOB_HISTORY_RETENTION_DAYS": "1000000000"}, "JOB_HISTORY_RETENTION_DAYS="),
-        ({"HEARTBEAT_INTERVAL_SECONDS": "40"}, "is more than half of STALE_JOB_THRESHOLD"),
+        ({"HEARTBEAT_INTERVAL_SECONDS": "21"}, "is more than a third of STALE_JOB_THRESHOLD"),
         ({"METRICS_PORT": "0"}, "METRICS_PORT='0' is not a port"),
         ({"ALERT_WEBHOOK_URL": "http://"}, "ALERT_WEBHOOK_URL='http://' is not an http(s) URL"),
     ],
