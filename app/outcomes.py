@@ -8,10 +8,11 @@ abandoned, a late heartbeat or finish from the old owner lands nowhere.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
@@ -37,7 +38,6 @@ from app.models import JobExecution, JobRow, RunStatus, Trigger
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_LENGTH = 4000
-MAX_MISSED_PER_CALL = 1000
 
 _run = JobExecution
 _delay = bindparam("retry_delay_s", type_=Float())
@@ -177,32 +177,42 @@ def renew_lease(database: Database, run_id: int, *, timeout_s: float) -> bool:
         return conn.execute(_HEARTBEAT, {"run_id": run_id}).first() is not None
 
 
-def record_missed(
-    database: Database, job_name: str, instants: Sequence[datetime], reason: str
-) -> int:
-    """Record MISSED for instants no worker ran; instants that have a run are left alone."""
-    if not instants:
-        return 0
+class Missed(NamedTuple):
+    """A (job, instant) no worker ran, and why."""
+
+    job_name: str
+    scheduled_for: datetime
+    reason: str
+
+
+def record_missed(database: Database, missed: Sequence[Missed]) -> Counter[str]:
+    """Record MISSED runs in one statement; count the rows written per job.
+
+    Instants that have a run are left alone. One statement for every job keeps a
+    worker that fell behind from spending a transaction on each instant it lost.
+    """
+    if not missed:
+        return Counter()
     rows = [
         {
-            "job_name": job_name,
+            "job_name": m.job_name,
             "status": RunStatus.MISSED,
-            "scheduled_for": instant,
+            "scheduled_for": m.scheduled_for,
             "trigger": Trigger.SCHEDULE,
             "attempt": 1,
             "worker_id": "-",
-            "error_message": truncate(reason),
+            "error_message": truncate(m.reason),
         }
-        for instant in instants[-MAX_MISSED_PER_CALL:]
+        for m in missed
     ]
     statement = (
         pg_insert(_run)
         .values(completed_at=func.now())
         .on_conflict_do_nothing(constraint="uq_job_execution_instant_attempt")
-        .returning(_run.id)
+        .returning(_run.job_name)
     )
     with database.connection() as conn:
-        return len(conn.execute(statement, rows).all())
+        return Counter(row.job_name for row in conn.execute(statement, rows))
 
 
 def pending_retries(database: Database, *, stale_after_s: float) -> list[Any]:

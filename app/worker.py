@@ -32,7 +32,13 @@ from app.interrupts import Alarm
 from app.lease import Heartbeat
 from app.lock import ClaimRequest, Skip, ensure_jobs
 from app.models import RunStatus, Trigger
-from app.outcomes import database_now, last_scheduled_instants, pending_retries, record_missed
+from app.outcomes import (
+    Missed,
+    database_now,
+    last_scheduled_instants,
+    pending_retries,
+    record_missed,
+)
 from app.registry import ConfiguredJob
 from app.runner import AttemptResult, RunOutcome, attempt_next, claim_request
 from app.systemd import Notifier
@@ -276,11 +282,11 @@ class Worker:
         report = TickReport()
         queued = {(d.job.name, d.scheduled_for) for d in self.pending}
         something_due = False
+        missed: list[Missed] = []
         for configured in self.enabled:
             after = self.cursors.get(configured.name, now)
             instants = instants_between(configured, after, now)
             if not instants:
-                self.cursors[configured.name] = now
                 continue
             if len(instants) == MAX_MISSED_SCAN:
                 self._log_unscanned(configured, after, instants[0])
@@ -296,8 +302,12 @@ class Worker:
                 reason = f"missed: no worker ran it; caught up at {latest.isoformat()} instead"
                 if (configured.name, latest) not in queued:
                     self.pending.append(Due(configured, latest, expires_at))
-            report.missed += self._record_missed(configured, older, reason)
-            # Only once they are recorded: if the write fails, the next tick sees them again.
+            missed += [Missed(configured.name, instant, reason) for instant in older]
+        # One statement for every job's missed instants (a worker that fell behind has
+        # one per job). The cursors move once they are recorded: if the write fails,
+        # the next tick sees them again.
+        report.missed += self._record_missed(missed)
+        for configured in self.enabled:
             self.cursors[configured.name] = now
         # Retries come from failures, which happen at instants: scan when something is
         # due or a known retry is, and otherwise once per stale threshold, to take over
@@ -328,23 +338,23 @@ class Worker:
                 },
             )
 
-    def _record_missed(
-        self, configured: ConfiguredJob, instants: list[datetime], reason: str
-    ) -> int:
-        if not instants:
+    def _record_missed(self, missed: list[Missed]) -> int:
+        """Record MISSED runs in one statement; count and log them per job."""
+        if not missed:
             return 0
-        recorded = record_missed(self.database, configured.name, instants, reason)
-        metrics.RUNS.labels(job_name=configured.name, outcome="missed").inc(recorded)
-        if recorded:
+        recorded = record_missed(self.database, missed)
+        for job_name, count in recorded.items():
+            instants = [m.scheduled_for for m in missed if m.job_name == job_name]
+            metrics.RUNS.labels(job_name=job_name, outcome="missed").inc(count)
             logger.warning(
                 "recorded %d missed instants of %s (%s .. %s)",
-                recorded,
-                configured.name,
-                instants[0].isoformat(),
-                instants[-1].isoformat(),
-                extra={"event": "instants_missed", "job": configured.name, "count": recorded},
+                count,
+                job_name,
+                min(instants).isoformat(),
+                max(instants).isoformat(),
+                extra={"event": "instants_missed", "job": job_name, "count": count},
             )
-        return recorded
+        return sum(recorded.values())
 
     def _queue_retries(self, queued: set[tuple[str, datetime]]) -> None:
         """Queue failed runs due for a retry, read from the table so any replica runs them."""
@@ -406,6 +416,7 @@ class Worker:
     def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""
         window: list[Due] = []
+        expired: list[Due] = []
         while queue and len(window) < CLAIM_WINDOW:
             item = queue.popleft()
             if self.clock() < item.expires_at:
@@ -413,8 +424,13 @@ class Worker:
                 continue
             report.expired += 1
             if not item.retry:
-                reason = "missed: not settled before the job's next instant"
-                report.missed += self._record_missed(item.job, [item.scheduled_for], reason)
+                expired.append(item)
+        # One statement for all of them: a worker that fell behind catches up instead
+        # of spending a transaction on each instant it lost.
+        reason = "missed: not settled before the job's next instant"
+        report.missed += self._record_missed(
+            [Missed(item.job.name, item.scheduled_for, reason) for item in expired]
+        )
         return window
 
     def _request(self, item: Due, made: dict[tuple[str, datetime], ClaimRequest]) -> ClaimRequest:

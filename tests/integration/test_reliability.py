@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
@@ -433,6 +433,31 @@ def test_a_pending_instant_that_expires_is_recorded_missed(database: Database):
     [missed] = rows(database)
     assert (missed.job_name, missed.status) == ("down", "MISSED")
     assert "not settled before the job's next instant" in missed.error_message
+
+
+def test_instants_that_expired_while_behind_are_recorded_in_one_transaction(
+    database: Database,
+):
+    # A worker that fell behind must not spend a transaction on every instant it
+    # lost: that is how a slow tick turns into a spiral of misses.
+    moment = {"now": NOON}
+    jobs = [Job(name=f"job-{i}", body=lambda ctx: None, schedule="* * * * *") for i in range(30)]
+    worker = worker_for(database, jobs, clock=lambda: moment["now"], start_at=NOON)
+    worker.pending = worker.due(after=None, now=NOON)
+    moment["now"] = NOON + timedelta(minutes=1)
+    commits = []
+
+    def count(conn) -> None:
+        commits.append(conn)
+
+    event.listen(database.engine, "commit", count)
+    report = worker.attempt_pending()
+    event.remove(database.engine, "commit", count)
+    assert (report.expired, report.missed) == (30, 30)
+    assert sorted(r.job_name for r in rows(database) if r.status == "MISSED") == sorted(
+        j.name for j in jobs
+    )
+    assert len(commits) == 1
 
 
 # -- transactional jobs ---------------------------------------------------------------------------
