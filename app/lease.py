@@ -157,12 +157,13 @@ class Heartbeat:
                 self.on_renewed()  # a long run keeps the worker's liveness up
         except Exception as exc:  # any error is a renewal that did not land
             # The thread must outlive it: every later run of this worker relies on it.
+            # A database error says all there is to say; anything else is a bug.
             expected = isinstance(exc, DatabaseError)
             logger.warning(
                 "heartbeat of run %s failed (%.0fs since the last one): %s",
                 lease.run_id,
                 time.monotonic() - lease.last_renewed,
-                exc.message if isinstance(exc, DatabaseError) else f"{type(exc).__name__}: {exc}",
+                str(exc) if expected else f"{type(exc).__name__}: {exc}",
                 exc_info=not expected,
                 extra={"event": "heartbeat_failed", "run_id": lease.run_id},
             )

@@ -56,6 +56,7 @@ MAX_MISSED_SCAN = 1000
 # How many pending instants one claim looks through: more than the replicas that
 # usually race for the same tick, few enough that the lookup stays a few probes.
 CLAIM_WINDOW = 8
+EXPIRED_REASON = "missed: not settled before the job's next instant"
 SKEW_CHECK_EVERY = timedelta(hours=1)
 
 
@@ -343,15 +344,17 @@ class Worker:
         if not missed:
             return 0
         recorded = record_missed(self.database, missed)
+        instants: dict[str, list[datetime]] = {}
+        for m in missed:
+            instants.setdefault(m.job_name, []).append(m.scheduled_for)
         for job_name, count in recorded.items():
-            instants = [m.scheduled_for for m in missed if m.job_name == job_name]
             metrics.RUNS.labels(job_name=job_name, outcome="missed").inc(count)
             logger.warning(
                 "recorded %d missed instants of %s (%s .. %s)",
                 count,
                 job_name,
-                min(instants).isoformat(),
-                max(instants).isoformat(),
+                min(instants[job_name]).isoformat(),
+                max(instants[job_name]).isoformat(),
                 extra={"event": "instants_missed", "job": job_name, "count": count},
             )
         return sum(recorded.values())
@@ -416,7 +419,7 @@ class Worker:
     def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""
         window: list[Due] = []
-        expired: list[Due] = []
+        expired: list[Missed] = []
         while queue and len(window) < CLAIM_WINDOW:
             item = queue.popleft()
             if self.clock() < item.expires_at:
@@ -424,13 +427,10 @@ class Worker:
                 continue
             report.expired += 1
             if not item.retry:
-                expired.append(item)
+                expired.append(Missed(item.job.name, item.scheduled_for, EXPIRED_REASON))
         # One statement for all of them: a worker that fell behind catches up instead
         # of spending a transaction on each instant it lost.
-        reason = "missed: not settled before the job's next instant"
-        report.missed += self._record_missed(
-            [Missed(item.job.name, item.scheduled_for, reason) for item in expired]
-        )
+        report.missed += self._record_missed(expired)
         return window
 
     def _request(self, item: Due, made: dict[tuple[str, datetime], ClaimRequest]) -> ClaimRequest:

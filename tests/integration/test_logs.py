@@ -27,6 +27,17 @@ JOBS = [leaky, fine]
 RUN_FIELDS = {"event", "job", "run_id", "scheduled_for", "attempt", "worker_id"}
 
 
+def _worker_once(db_url: str, tmp_path: Path, module: Path, log_format: str):
+    return cronlock(
+        "worker",
+        "--once",
+        cwd=tmp_path,
+        DATABASE_URL=db_url,
+        JOBS_MODULE=str(module),
+        LOG_FORMAT=log_format,
+    )
+
+
 def _lines(stderr: str) -> list[dict]:
     return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
@@ -34,14 +45,7 @@ def _lines(stderr: str) -> list[dict]:
 def test_json_lines_carry_named_events_with_their_fields(db_url: str, tmp_path: Path):
     module = tmp_path / "log_jobs.py"
     module.write_text(JOBS)
-    result = cronlock(
-        "worker",
-        "--once",
-        cwd=tmp_path,
-        DATABASE_URL=db_url,
-        JOBS_MODULE=str(module),
-        LOG_FORMAT="json",
-    )
+    result = _worker_once(db_url, tmp_path, module, "json")
     assert result.returncode == 1
     lines = _lines(result.stderr)
     assert all(line.keys() >= {"time", "level", "logger", "message"} for line in lines)
@@ -116,14 +120,7 @@ def test_a_raising_pre_check_is_logged_under_its_job(db_url: str, tmp_path: Path
     for log_format in ("json", "text"):
         module = tmp_path / f"pre_check_{log_format}.py"
         module.write_text(BROKEN_PRE_CHECK.replace("{name}", f"checked-{log_format}"))
-        result = cronlock(
-            "worker",
-            "--once",
-            cwd=tmp_path,
-            DATABASE_URL=db_url,
-            JOBS_MODULE=str(module),
-            LOG_FORMAT=log_format,
-        )
+        result = _worker_once(db_url, tmp_path, module, log_format)
         assert result.returncode == 1, result.stderr
         stderr[log_format] = result.stderr
     [raised] = [line for line in _lines(stderr["json"]) if line.get("event") == "pre_check_raised"]

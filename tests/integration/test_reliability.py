@@ -21,7 +21,7 @@ from app.db import Database
 from app.errors import DatabaseUnavailable
 from app.interrupts import Alarm
 from app.job import Job, RunContext
-from app.lease import Heartbeat
+from app.lease import Heartbeat, Lease
 from app.lock import Claim
 from app.outcomes import record_missed, renew_lease
 from app.registry import JobRegistry, configure
@@ -124,6 +124,16 @@ def _beats(database: Database, run_id: int) -> datetime:
         ).scalar_one()
 
 
+def _next_run_beats(database: Database, heartbeat: Heartbeat) -> Lease:
+    """Claim job b and track it until its heartbeat has moved; return its lease."""
+    later = claim(database, "b")
+    assert isinstance(later, Claim)
+    claimed_beat = _beats(database, later.run_id)
+    with heartbeat.track(heartbeat.lease(later.run_id, "b")) as lease:
+        wait_until(lambda: _beats(database, later.run_id) > claimed_beat)
+    return lease
+
+
 def test_a_renewal_stuck_in_the_database_fences_its_run_and_spares_the_next(
     database: Database,
 ):
@@ -141,11 +151,7 @@ def test_a_renewal_stuck_in_the_database_fences_its_run_and_spares_the_next(
         )
         with heartbeat.track(lease):
             wait_until(lambda: lease.lost)
-        later = claim(database, "b")
-        assert isinstance(later, Claim)
-        claimed_beat = _beats(database, later.run_id)
-        with heartbeat.track(heartbeat.lease(later.run_id, "b")) as next_lease:
-            wait_until(lambda: _beats(database, later.run_id) > claimed_beat)
+        next_lease = _next_run_beats(database, heartbeat)
         blocker.rollback()
     heartbeat.close()
     assert lease.cancelled.is_set()
@@ -183,11 +189,7 @@ def test_no_error_leaves_later_runs_without_a_heartbeat(database: Database, monk
         wait_until(lambda: not failures)
     if isinstance(error, SystemExit):  # the thread is on its way out: let it finish
         wait_until(lambda: not heartbeat._thread.is_alive())
-    second = claim(database, "b")
-    assert isinstance(second, Claim)
-    claimed_beat = _beats(database, second.run_id)
-    with heartbeat.track(heartbeat.lease(second.run_id, "b")) as lease:
-        wait_until(lambda: _beats(database, second.run_id) > claimed_beat)
+    lease = _next_run_beats(database, heartbeat)
     heartbeat.close()
     assert not lease.lost
 
