@@ -6,8 +6,9 @@ so an idle worker sends nothing to the database between ticks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
@@ -20,10 +21,31 @@ from app.errors import DatabaseError, DatabaseUnavailable
 
 CONNECT_TIMEOUT_S = 5
 
+# A server that vanishes without closing its sockets (a failover, a host lost, a
+# NAT or load-balancer mapping dropped) leaves a read that waits for the kernel's
+# defaults: two hours and more. These give such a connection up after about 60 s
+# of silence, the default stale threshold: by the time another worker may take a
+# run over, this one has stopped waiting. libpq ignores them on Unix sockets.
+LIBPQ_DEFAULTS: Mapping[str, int] = {
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,  # ms: data the server never acknowledges
+}
+
 
 def redact(url: str) -> str:
     """Render a database URL for logs and messages, password hidden."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def connect_args(url: str, application_name: str) -> dict[str, Any]:
+    """libpq parameters for `url`'s connections: ours, unless the URL's query sets them."""
+    given = make_url(url).query
+    defaults = {**LIBPQ_DEFAULTS, "application_name": application_name}
+    return {name: value for name, value in defaults.items() if name not in given}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -45,10 +67,7 @@ class Database:
             max_overflow=4,
             pool_timeout=pool_timeout_s,
             pool_pre_ping=False,
-            connect_args={
-                "connect_timeout": CONNECT_TIMEOUT_S,
-                "application_name": application_name,
-            },
+            connect_args=connect_args(url, application_name),
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ def _sleeper(seconds):
 _sleep = _sleeper(SLEEP_S)
 
 
+def _wait_in_database(ctx):
+    # The first run waits in a statement the server sits on: the wire stays silent.
+    flag = os.environ["FAULT_WAIT_FLAG"]
+    if os.path.exists(flag):
+        os.remove(flag)
+        with ctx.session() as session:
+            session.execute(text("SELECT pg_sleep(60)"))
+    return {"waited": True}
+
+
 def _book(ctx):
     ctx.session().execute(
         text("INSERT INTO ledger (instant, amount) VALUES (:at, 100)"), {"at": ctx.scheduled_for}
@@ -48,7 +59,9 @@ def _book(ctx):
     return {"booked": 100}
 
 
-if os.environ.get("FAULT_TRANSACTIONAL"):
+if os.environ.get("FAULT_WAIT_FLAG"):
+    JOBS = [job("waits", schedule=SCHEDULE)(_wait_in_database)]
+elif os.environ.get("FAULT_TRANSACTIONAL"):
     JOBS = [job("book", schedule=SCHEDULE, transactional=True, retries=1)(_book)]
 else:
     # With several jobs, bodies last 1x to 4x FAULT_SLEEP_S, so kills land mid-run too.
@@ -81,8 +94,10 @@ class WorkerProcess(subprocess.Popen[str]):
 _counter = iter(range(1_000_000))
 
 
-def start_worker(folder: Path, db_url: str, *args: str, **variables: str) -> WorkerProcess:
-    """A `cronlock worker` process on the fault jobs, with fast leases."""
+def start_worker(
+    folder: Path, db_url: str, *args: str, prefix: Sequence[str] = (), **variables: str
+) -> WorkerProcess:
+    """A `cronlock worker` process on the fault jobs, with fast leases; `prefix` wraps it."""
     env = cli_env(
         **{
             "DATABASE_URL": db_url,
@@ -94,7 +109,7 @@ def start_worker(folder: Path, db_url: str, *args: str, **variables: str) -> Wor
     log_path = folder / f"worker-{next(_counter)}.log"
     with log_path.open("w") as log:
         process = WorkerProcess(
-            [sys.executable, "-m", "app", "worker", *args],
+            [*prefix, sys.executable, "-m", "app", "worker", *args],
             cwd=folder,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from app.compiled import compile_statement
-from app.db import Database
+from app.db import LIBPQ_DEFAULTS, Database
 from app.errors import DatabaseError, DatabaseUnavailable
 from app.interrupts import Alarm, RunInterrupted
+from tests.integration.network import Relay, through, upstream_of
 
 BACKEND = compile_statement(select(func.pg_backend_pid().label("pid")))
 INSERT = compile_statement(text("INSERT INTO scratch VALUES (:n) RETURNING n"))
@@ -162,3 +165,44 @@ def test_a_pool_with_no_free_connection_is_unavailable_not_a_crash(db_url: str):
         for conn in held:
             conn.close()
         database.dispose()
+
+
+def _keepalive_options(fd: int) -> dict[str, int]:
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return {
+            "keepalives": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            "keepalives_idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            "keepalives_interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            "keepalives_count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            "tcp_user_timeout": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+        }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({}, {}),
+        (
+            {"keepalives_idle": "7", "tcp_user_timeout": "9000"},
+            {"keepalives_idle": 7, "tcp_user_timeout": 9000},
+        ),
+    ],
+    ids=["defaults", "the-url-wins"],
+)
+def test_tcp_connections_carry_keepalives_and_the_url_overrides_them(
+    pg_admin_url: str, db_url: str, query: dict[str, str], expected: dict[str, int]
+):
+    """A server gone silent is noticed in about a minute: the options are on the real socket."""
+    relay = Relay(upstream_of(pg_admin_url)).start()
+    database = Database(through(db_url, relay.port, **query))
+    try:
+        with database.driver() as conn:
+            options = _keepalive_options(conn.driver.fileno())
+    finally:
+        database.dispose()
+        relay.close()
+    assert (
+        options
+        == {name: int(value) for name, value in LIBPQ_DEFAULTS.items() if name != "connect_timeout"}
+        | expected
+    )

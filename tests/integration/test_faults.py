@@ -28,6 +28,7 @@ from tests.integration.faults import (
     wait_for,
     wait_for_log,
 )
+from tests.integration.network import CuttableNetwork, namespaces_available, through
 
 RUNNING_BY = "SELECT id FROM job_execution WHERE status = 'RUNNING' AND worker_id LIKE :w"
 
@@ -254,5 +255,67 @@ def test_workers_ride_out_the_database_stopping(own_server, tmp_path):
     assert [code for code, _ in results] == [0, 0, 0], results[0][1][-3000:]
     logs = "".join(stderr for _, stderr in results)
     assert "database reachable again" in logs
+    assert invariants(database) == {"duplicate_success": 0, "running": 0, "overlapping": 0}
+    database.dispose()
+
+
+# -- the network goes silent ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not namespaces_available(), reason="cutting a network needs Linux network namespaces (root)"
+)
+def test_a_worker_gives_up_a_silent_connection_and_recovers(own_server, tmp_path):
+    """No FIN, no RST: the body's read ends in seconds, not the kernel's two hours."""
+    admin_url = own_server.get_uri(database="postgres")
+    name = f"cronlock_silent_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    database = Database(database_url(admin_url, name))
+    upgrade_to_head(database)
+    network = CuttableNetwork(admin_url)
+    # The defaults give a silent server about 60 s; the test gives it about 3.
+    url = through(
+        database_url(admin_url, name),
+        network.port,
+        network.address,
+        keepalives_idle="1",
+        keepalives_interval="1",
+        keepalives_count="2",
+        tcp_user_timeout="3000",
+    )
+    flag = tmp_path / "wait-once"
+    flag.touch()
+    worker = start_worker(
+        tmp_path,
+        url,
+        prefix=network.inside([]),
+        FAULT_WAIT_FLAG=str(flag),
+        STALE_JOB_THRESHOLD_SECONDS="30",
+        HEARTBEAT_INTERVAL_SECONDS="5",
+    )
+    try:
+        wait_for(
+            database,
+            "SELECT count(*) = 1 FROM pg_stat_activity "
+            "WHERE query = 'SELECT pg_sleep(60)' AND state = 'active' AND datname = :name",
+            name=name,
+        )
+        network.cut()
+        wait_for_log(worker, "could not record run")  # the body's read gave up
+        network.heal()
+        failed = wait_for(database, "SELECT id FROM job_execution WHERE status = 'FAILURE'")
+        wait_for(
+            database,
+            "SELECT count(*) >= 2 FROM job_execution WHERE status = 'SUCCESS' AND id > :id",
+            id=failed,
+        )
+        assert worker.poll() is None, "the worker died with the network"
+    finally:
+        code, log = stop(worker)
+        network.close()
+    assert code == 0, log[-3000:]
+    error = scalar(database, "SELECT error_message FROM job_execution WHERE id = :id", id=failed)
+    assert error.startswith("OperationalError"), error
     assert invariants(database) == {"duplicate_success": 0, "running": 0, "overlapping": 0}
     database.dispose()
