@@ -179,7 +179,9 @@ _STATE = compile_statement(
 
 _ABANDON = (
     update(_run)
-    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING)
+    # Stale again when the row is written: a renewal that committed while this
+    # waited for the row wins (READ COMMITTED re-checks the newest version).
+    .where(_run.id == bindparam("run_id"), _run.status == RunStatus.RUNNING, _stale_heartbeat)
     .values(
         status=RunStatus.FAILURE,
         completed_at=func.now(),
@@ -462,13 +464,23 @@ def _read_state(conn: DriverConnection, request: ClaimRequest) -> tuple[str | No
 
 
 def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
-    """Mark a run whose worker stopped renewing its lease FAILURE; retry it if allowed."""
+    """Mark a run whose worker stopped renewing its lease FAILURE; retry it if allowed.
+
+    The caller reads the state again afterwards, whether or not the run was still stale.
+    """
     message = (
         f"abandoned: no heartbeat since {row.heartbeat_at.isoformat()} from worker "
         f"{row.worker_id}; taken over by {request.worker_id}"
     )
     retry = row.scheduled_for == request.scheduled_for and row.attempt <= request.retries
-    conn.sqlalchemy().execute(_ABANDON, {"run_id": row.id, "error": message, "retry": retry})
+    params = {
+        "run_id": row.id,
+        "error": message,
+        "retry": retry,
+        "stale_after": timedelta(seconds=request.stale_after_s),
+    }
+    if conn.sqlalchemy().execute(_ABANDON, params).rowcount == 0:
+        return  # its worker renewed the lease meanwhile: the state read next shows it live
     logger.warning(
         "run %s of %s was abandoned by %s; marked FAILURE",
         row.id,

@@ -99,6 +99,34 @@ def test_staleness_uses_the_threshold(database: Database):
     )
 
 
+def test_a_renewal_that_commits_while_a_takeover_waits_keeps_the_run(database: Database):
+    owned = claim(database, worker_id="owner:1")
+    assert isinstance(owned, Claim)
+    age_run(database, owned.run_id, 3601)
+    found: list[Any] = []
+    with database.engine.connect() as owner:
+        # The owner's renewal, in flight: the row is locked, the new beat not yet visible.
+        owner.execute(
+            text("UPDATE job_execution SET heartbeat_at = now() WHERE id = :id"),
+            {"id": owned.run_id},
+        )
+        taker = threading.Thread(
+            target=lambda: found.append(
+                claim(database, scheduled_for=INSTANT + timedelta(minutes=1), worker_id="taker:2")
+            )
+        )
+        taker.start()
+        _wait_for_lock_wait(database, "UPDATE job_execution")  # it read the beat as stale
+        owner.commit()
+    taker.join(timeout=30)
+    [result] = found
+    assert isinstance(result, Skip)
+    assert result.reason.startswith(f"previous run {owned.run_id} ")
+    run, skipped = rows(database)
+    assert (run.id, run.status, run.worker_id) == (owned.run_id, "RUNNING", "owner:1")
+    assert (skipped.status, skipped.worker_id) == ("SKIPPED", "taker:2")
+
+
 def test_late_finish_after_takeover_is_fenced(database: Database):
     slow = claim(database)
     assert isinstance(slow, Claim)
