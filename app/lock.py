@@ -53,7 +53,7 @@ from app.compiled import compile_statement
 from app.db import Database
 from app.driver import DriverConnection
 from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
-from app.outcomes import truncate
+from app.outcomes import stored_error
 
 logger = logging.getLogger(__name__)
 
@@ -584,4 +584,4 @@ def _insert(
     }
     if status == RunStatus.RUNNING:
         return conn.fetch_one(_INSERT, values)
-    return conn.fetch_one(_INSERT_DONE, {**values, "error_message": truncate(error)})
+    return conn.fetch_one(_INSERT_DONE, {**values, "error_message": stored_error(error)})

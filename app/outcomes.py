@@ -82,9 +82,15 @@ _PENDING_RETRIES = select(
 )
 
 
-def truncate(error: str | None) -> str | None:
-    """Cap stored error messages; the log line keeps the whole text."""
-    if error is not None and len(error) > MAX_ERROR_LENGTH:
+def stored_error(error: str | None) -> str | None:
+    """The error as stored: capped (the log line keeps the whole text), NUL shown as \\x00.
+
+    PostgreSQL's text cannot hold NUL, and an exception's message can.
+    """
+    if error is None:
+        return None
+    error = error.replace("\x00", "\\x00")
+    if len(error) > MAX_ERROR_LENGTH:
         return error[: MAX_ERROR_LENGTH - 1] + "…"
     return error
 
@@ -123,7 +129,7 @@ def finish_on(
         "run_id": run_id,
         "new_status": outcome.status,
         "new_result": None if outcome.result is None else Jsonb(outcome.result),
-        "new_error": truncate(outcome.error),
+        "new_error": stored_error(outcome.error),
         "retry_delay_s": retry_delay_s,
         "expires_at": expires_at,
     }
@@ -201,7 +207,7 @@ def record_missed(database: Database, missed: Sequence[Missed]) -> Counter[str]:
             "trigger": Trigger.SCHEDULE,
             "attempt": 1,
             "worker_id": "-",
-            "error_message": truncate(m.reason),
+            "error_message": stored_error(m.reason),
         }
         for m in missed
     ]

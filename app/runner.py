@@ -24,7 +24,7 @@ from app.alerts import after_run
 from app.config import Settings
 from app.db import Database
 from app.driver import DriverConnection
-from app.errors import DatabaseError
+from app.errors import DatabaseError, DatabaseUnavailable
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheck, PreCheckContext, RunContext
 from app.lease import Heartbeat
@@ -239,11 +239,26 @@ def _json_result(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise TypeError(f"a job returns a dict or None, not {type(value).__name__}")
-    encoded = json.dumps(value)
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError("the result holds NaN or Infinity, which JSON cannot store") from None
     if len(encoded) > MAX_RESULT_BYTES:
         raise ValueError(f"the result is {len(encoded)} bytes; keep it under {MAX_RESULT_BYTES}")
     decoded: dict[str, Any] = json.loads(encoded)
+    if _holds_nul(decoded):
+        raise ValueError("the result holds a NUL character, which PostgreSQL cannot store")
     return decoded
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def execute(
@@ -332,7 +347,9 @@ def execute(
             database, transaction, claim, settings, ending, delay=delay, expires_at=expires_at
         )
     else:
-        finished = _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+        ending, finished = _record(
+            database, claim, settings, ending, delay=delay, expires_at=expires_at
+        )
     _log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
     if finished.landed:
         _count_outcome(job.name, ending.status, duration_ms)
@@ -435,8 +452,7 @@ def _finish_transaction(
         ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
     finally:
         _close(conn)
-    recorded = _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
-    return ending, recorded
+    return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
 
 
 def _record(
@@ -447,16 +463,24 @@ def _record(
     *,
     delay: float | None = None,
     expires_at: datetime | None = None,
-) -> Finished:
-    """Write the outcome, retrying through an outage until it lands or the run goes stale."""
+) -> tuple[Outcome, Finished]:
+    """Write the outcome, retrying through an outage until it lands or the run goes stale.
+
+    Returns the outcome written: FAILURE in place of one the server refused to store.
+    """
     give_up_at = time.monotonic() + settings.stale_threshold_s
     attempts = 0
     while True:
         try:
-            return finish_run(
+            return ending, finish_run(
                 database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
             )
         except DatabaseError as exc:
+            if not isinstance(exc, DatabaseUnavailable) and ending.status != RunStatus.FAILURE:
+                # The server refused this outcome, not the connection: writing it
+                # again would fail again. Record why instead, as FAILURE.
+                ending = Outcome(RunStatus.FAILURE, error=f"outcome not stored: {exc.message}")
+                continue
             if attempts == 0:
                 logger.error(
                     "could not record run %s as %s: %s; retrying",
@@ -471,7 +495,7 @@ def _record(
                     claim.run_id,
                     extra={"event": "run_record_abandoned", "run_id": claim.run_id},
                 )
-                return Finished(False)
+                return ending, Finished(False)
             time.sleep(RECORD_RETRY_DELAYS_S[min(attempts, len(RECORD_RETRY_DELAYS_S) - 1)])
             attempts += 1
 

@@ -93,6 +93,57 @@ def test_a_result_that_is_not_json_is_a_failure(database: Database):
     assert "not JSON serializable" in row.error_message
 
 
+def _raise_with_nul(ctx):
+    raise ValueError("bad\x00byte")
+
+
+@pytest.mark.parametrize(
+    ("body", "pre_check", "expected"),
+    [
+        (
+            lambda ctx: {"ratio": float("nan")},
+            None,
+            ("FAILURE", "ValueError: the result holds NaN"),
+        ),
+        (lambda ctx: {"name": ["a\x00b"]}, None, ("FAILURE", "ValueError: the result holds a NUL")),
+        (_raise_with_nul, None, ("FAILURE", "ValueError: bad\\x00byte")),
+        (lambda ctx: None, lambda ctx: "done\x00", ("SKIPPED", "done\\x00")),
+    ],
+    ids=["nan-result", "nul-result", "nul-error", "nul-pre-check-reason"],
+)
+def test_what_postgres_cannot_store_still_ends_the_run(
+    database: Database, body, pre_check, expected
+):
+    """NaN and NUL are refused by jsonb and text: the run ends, with a reason that can be stored."""
+    jobs = [Job(name="odd", body=body, schedule="* * * * *", pre_check=pre_check)]
+    make_worker(database, jobs).tick(NOON)
+    [row] = rows(database)
+    assert row.status == expected[0]
+    assert row.error_message.startswith(expected[1])
+
+
+def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database):
+    with database.transaction() as session:
+        session.execute(
+            text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN RAISE EXCEPTION 'results with refuse are refused'; END$$"
+            )
+        )
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON job_execution FOR EACH ROW "
+                "WHEN (NEW.result ? 'refuse') EXECUTE FUNCTION refuse()"
+            )
+        )
+    jobs = [Job(name="odd", body=lambda ctx: {"refuse": True}, schedule="* * * * *")]
+    make_worker(database, jobs).tick(NOON)
+    [row] = rows(database)
+    assert (row.status, row.result) == ("FAILURE", None)
+    assert row.error_message.startswith("outcome not stored: ")
+    assert "results with refuse are refused" in row.error_message
+
+
 def test_an_interrupt_in_the_body_is_recorded_and_re_raised(database: Database):
     def interrupted(ctx):
         raise KeyboardInterrupt
