@@ -71,7 +71,8 @@ _stale = _run.heartbeat_at < func.now() - bindparam("stale_after", type_=Interva
 _PENDING_RETRIES = select(
     _run.job_name,
     _run.scheduled_for,
-    func.coalesce(_run.retry_at, func.now()).label("retry_at"),
+    # How long until it is due, by the database clock: the worker adds it to its own.
+    func.coalesce(func.extract("epoch", _run.retry_at - func.now()), 0).label("wait_s"),
     func.coalesce(_run.retry_at <= func.now(), True).label("due"),
 ).where(
     or_(
@@ -222,7 +223,7 @@ def record_missed(database: Database, missed: Sequence[Missed]) -> Counter[str]:
 
 
 def pending_retries(database: Database, *, stale_after_s: float) -> list[Any]:
-    """Runs with a retry still to come: job_name, scheduled_for, retry_at, due.
+    """Runs with a retry still to come: job_name, scheduled_for, wait_s, due.
 
     Failed runs with retry_at, and RUNNING runs whose heartbeat is stale (their
     worker died; the retry's claim marks them abandoned). `due` is judged by the

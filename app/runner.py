@@ -58,7 +58,7 @@ class RunOutcome:
     duration_ms: float
     error: str | None = None
     recorded: bool = True
-    retry_at: datetime | None = None
+    retry_in_s: float | None = None  # None: no retry; else due in this many seconds
 
 
 AttemptResult = RunOutcome | Skip | Wait | None
@@ -367,7 +367,7 @@ def execute(
         duration_ms,
         ending.error,
         finished.landed,
-        finished.retry_at,
+        delay if finished.retry_at is not None else None,
     )
 
 

@@ -369,7 +369,9 @@ class Worker:
             if configured is None or not configured.enabled or not configured.job.retries:
                 continue
             if not row.due:
-                self._note_retry(row.retry_at)
+                # On this worker's clock: a retry_at read as a time would look due
+                # early to a worker whose clock runs ahead, and it would scan in a loop.
+                self._note_retry(self.clock() + timedelta(seconds=float(row.wait_s)))
             elif (row.job_name, row.scheduled_for) not in queued:
                 expires_at = configured.schedule.next_after(row.scheduled_for)
                 self.pending.append(Due(configured, row.scheduled_for, expires_at, retry=True))
@@ -453,8 +455,8 @@ class Worker:
     ) -> None:
         if isinstance(result, RunOutcome):
             report.outcomes.append(result)
-            if result.retry_at is not None:
-                self._note_retry(result.retry_at)
+            if result.retry_in_s is not None:
+                self._note_retry(self.clock() + timedelta(seconds=result.retry_in_s))
         elif isinstance(result, Skip):
             report.skipped += 1
         else:

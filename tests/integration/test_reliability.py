@@ -308,8 +308,28 @@ def test_a_retry_never_runs_past_the_next_instant(database: Database):
     ]
     report = worker_for(database, jobs).run_once()
     [outcome] = report.outcomes
-    assert outcome.retry_at is None
+    assert outcome.retry_in_s is None
     assert rows(database)[0].status == "FAILURE"
+
+
+def test_a_retry_is_timed_on_the_workers_clock(database: Database):
+    """A worker whose clock runs ahead would see the database's retry time as past."""
+
+    def failing(ctx):
+        raise RuntimeError("down")
+
+    def ahead() -> datetime:
+        return utc_now() + timedelta(hours=1)
+
+    jobs = [Job(name="yearly", body=failing, schedule="0 0 1 1 *", retries=1, retry_backoff_s=30)]
+    failed_here = worker_for(database, jobs, clock=ahead)
+    [outcome] = failed_here.run_once().outcomes
+    assert outcome.retry_in_s is not None
+    restarted = worker_for(database, jobs, clock=ahead)
+    restarted.tick(ahead())  # reads the pending retry from the table
+    for worker in (failed_here, restarted):
+        wait = worker._next_retry_at - ahead()
+        assert timedelta(0) < wait <= timedelta(seconds=60), wait
 
 
 def test_an_abandoned_run_with_retries_left_is_run_again_for_its_instant(database: Database):
