@@ -25,6 +25,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -232,6 +233,23 @@ def pending_retries(database: Database, *, stale_after_s: float) -> list[Any]:
     params = {"stale_after": timedelta(seconds=stale_after_s)}
     with database.autocommit() as conn:
         return list(conn.execute(_PENDING_RETRIES, params).all())
+
+
+def drop_retries(database: Database, instants: Sequence[tuple[str, datetime]]) -> int:
+    """Clear the retries of (job, instant) pairs whose next instant came first; count them.
+
+    Left set, a retry that can no longer run would be read by every scan for good.
+    """
+    if not instants:
+        return 0
+    statement = (
+        update(_run)
+        .where(tuple_(_run.job_name, _run.scheduled_for).in_(instants))
+        .where(_run.retry_at.is_not(None))
+        .values(retry_at=None)
+    )
+    with database.connection() as conn:
+        return conn.execute(statement).rowcount
 
 
 def last_scheduled_instants(database: Database, names: Sequence[str]) -> dict[str, datetime]:

@@ -35,6 +35,7 @@ from app.models import RunStatus, Trigger
 from app.outcomes import (
     Missed,
     database_now,
+    drop_retries,
     last_scheduled_instants,
     pending_retries,
     record_missed,
@@ -422,18 +423,40 @@ class Worker:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""
         window: list[Due] = []
         expired: list[Missed] = []
+        expired_retries: list[Due] = []
         while queue and len(window) < CLAIM_WINDOW:
             item = queue.popleft()
             if self.clock() < item.expires_at:
                 window.append(item)
                 continue
             report.expired += 1
-            if not item.retry:
+            if item.retry:
+                expired_retries.append(item)
+            else:
                 expired.append(Missed(item.job.name, item.scheduled_for, EXPIRED_REASON))
         # One statement for all of them: a worker that fell behind catches up instead
         # of spending a transaction on each instant it lost.
         report.missed += self._record_missed(expired)
+        self._drop_retries(expired_retries)
         return window
+
+    def _drop_retries(self, expired: list[Due]) -> None:
+        """Give up retries whose job's next instant came first (their run stays FAILURE)."""
+        if not expired or not drop_retries(
+            self.database, [(item.job.name, item.scheduled_for) for item in expired]
+        ):
+            return
+        for item in expired:
+            logger.warning(
+                "gave up the retry of %s for %s: the job's next instant came first",
+                item.job.name,
+                item.scheduled_for.isoformat(),
+                extra={
+                    "event": "retry_expired",
+                    "job": item.job.name,
+                    "scheduled_for": item.scheduled_for.isoformat(),
+                },
+            )
 
     def _request(self, item: Due, made: dict[tuple[str, datetime], ClaimRequest]) -> ClaimRequest:
         """The claim request of a pending item, made once per pass."""

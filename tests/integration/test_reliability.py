@@ -292,6 +292,31 @@ def test_a_failed_instant_is_retried_with_growing_backoff(database: Database):
         )
 
 
+def test_a_retry_whose_next_instant_came_first_is_given_up(database: Database, caplog):
+    def failing(ctx):
+        raise RuntimeError("down")
+
+    jobs = [Job(name="yearly", body=failing, schedule="0 0 1 1 *", retries=1, retry_backoff_s=0.2)]
+    moment = [utc_now()]
+    worker = worker_for(database, jobs, clock=lambda: moment[0])
+    worker.run_once()
+    wait_until(lambda: _retry_due(database))
+    [first] = rows(database)
+    # Every worker was away until the job's next instant: the retry cannot run any more.
+    moment[0] = first.scheduled_for.replace(year=first.scheduled_for.year + 1) + timedelta(
+        seconds=1
+    )
+    worker.tick(moment[0])
+    with database.transaction() as session:
+        left = session.execute(
+            text("SELECT status, attempt, retry_at FROM job_execution WHERE scheduled_for = :at"),
+            {"at": first.scheduled_for},
+        ).all()
+    assert [tuple(row) for row in left] == [("FAILURE", 1, None)]
+    expired = [r for r in caplog.records if getattr(r, "event", None) == "retry_expired"]
+    assert [r.job for r in expired] == ["yearly"]
+
+
 def _retry_due(database: Database) -> bool:
     with database.transaction() as session:
         return bool(
