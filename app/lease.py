@@ -176,5 +176,10 @@ class Heartbeat:
             # From when it was sent, as the deadline counts: the next renewal then
             # has the whole stale threshold less two intervals to land.
             lease.next_beat_at = sent_at + self.interval_s
-        else:
+            return
+        with self._state:
+            tracked = self._current is lease
+        # Sent while the body ran, landed after the run's own finish: no takeover.
+        # (A real one that late is caught by the finish's fence, and logged there.)
+        if tracked:
             lease.lose("another worker took the run over")

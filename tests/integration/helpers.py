@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,3 +50,16 @@ def age_run(database: Database, run_id: int, seconds: int) -> None:
             ),
             {"s": seconds, "id": run_id},
         )
+
+
+def wait_for_lock_wait(database: Database, query_start: str) -> None:
+    """Return once a backend waits on a lock in a statement starting with `query_start`."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :q"
+    )
+    for _ in range(600):  # bounds a hang only: Postgres says when the wait has begun
+        with database.transaction() as session:
+            if session.execute(waiting, {"q": query_start + "%"}).scalar_one():
+                return
+        threading.Event().wait(0.05)
+    raise AssertionError(f"no statement {query_start!r} ever waited for a lock")

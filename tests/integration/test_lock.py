@@ -18,7 +18,7 @@ from app.errors import DatabaseUnavailable
 from app.lock import Claim, ClaimRequest, PreCheckFailed, Skip, Wait, claim_next, ensure_jobs
 from app.models import RunStatus
 from app.outcomes import Outcome, finish_run
-from tests.integration.helpers import INSTANT, age_run, claim, rows
+from tests.integration.helpers import INSTANT, age_run, claim, rows, wait_for_lock_wait
 
 
 def test_claim_inserts_a_running_row(database: Database):
@@ -116,7 +116,7 @@ def test_a_renewal_that_commits_while_a_takeover_waits_keeps_the_run(database: D
             )
         )
         taker.start()
-        _wait_for_lock_wait(database, "UPDATE job_execution")  # it read the beat as stale
+        wait_for_lock_wait(database, "UPDATE job_execution")  # it read the beat as stale
         owner.commit()
     taker.join(timeout=30)
     [result] = found
@@ -312,19 +312,6 @@ def test_claim_next_reads_the_pause_with_the_lock(database: Database):
 # -- pause --all against claims in flight ---------------------------------------------------------
 
 
-def _wait_for_lock_wait(database: Database, query_start: str) -> None:
-    """Return once a backend waits on a lock in a statement starting with `query_start`."""
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :q"
-    )
-    for _ in range(600):  # bounds a hang only: Postgres says when the wait has begun
-        with database.transaction() as session:
-            if session.execute(waiting, {"q": query_start + "%"}).scalar_one():
-                return
-        threading.Event().wait(0.05)
-    raise AssertionError(f"no statement {query_start!r} ever waited for a lock")
-
-
 def test_a_claim_that_waited_for_the_lock_reads_a_pause_all_that_landed_meanwhile(
     database: Database,
 ):
@@ -334,7 +321,7 @@ def test_a_claim_that_waited_for_the_lock_reads_a_pause_all_that_landed_meanwhil
         holder.execute(text("SELECT name FROM job WHERE name = 'a' FOR UPDATE"))
         waiter = threading.Thread(target=lambda: found.append(claim(database, wait_for_lock=True)))
         waiter.start()
-        _wait_for_lock_wait(database, "SELECT job.name")
+        wait_for_lock_wait(database, "SELECT job.name")
         with database.transaction() as session:
             session.execute(
                 text("INSERT INTO global_pause (paused_reason, paused_by) VALUES ('freeze', 't')")
@@ -354,7 +341,7 @@ def test_pause_all_returns_only_after_the_claims_in_progress(database: Database)
             target=lambda: pause_all(database, reason="freeze", paused_by="t")
         )
         pausing.start()
-        _wait_for_lock_wait(database, "SELECT job.name")
+        wait_for_lock_wait(database, "SELECT job.name")
         assert pausing.is_alive()
         assert pauses(database)[0] is None  # not committed while it waits
         claiming.commit()

@@ -27,7 +27,7 @@ from app.outcomes import record_missed, renew_lease
 from app.registry import JobRegistry, configure
 from app.runner import execute
 from app.worker import MAX_MISSED_SCAN, Worker, utc_now
-from tests.integration.helpers import INSTANT, age_run, claim, rows
+from tests.integration.helpers import INSTANT, age_run, claim, rows, wait_for_lock_wait
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 FAST = {"STALE_JOB_THRESHOLD_SECONDS": "1", "HEARTBEAT_INTERVAL_SECONDS": "0.1"}
@@ -101,6 +101,27 @@ def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
         assert lease.cancelled.wait(10)
     heartbeat.close()
     assert lease.lost_reason == "another worker took the run over"
+
+
+def test_a_renewal_that_lands_after_the_runs_own_finish_is_no_takeover(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=60)
+    with database.engine.connect() as finishing:
+        with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
+            # The run's finish holds the row; the next renewal waits behind it.
+            finishing.execute(
+                text(
+                    "UPDATE job_execution SET status = 'SUCCESS', completed_at = now() "
+                    "WHERE id = :id"
+                ),
+                {"id": run.run_id},
+            )
+            wait_for_lock_wait(database, "UPDATE job_execution")
+        finishing.commit()  # the renewal then finds the run ended, after its body did
+    heartbeat.close()  # waits for that renewal
+    assert lease.lost_reason is None
+    assert not lease.cancelled.is_set()
 
 
 def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, database: Database):
