@@ -38,6 +38,17 @@ _MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+# Each cron field: its name, how many values it has, how often cron then fires a
+# step too large for it, and the interval unit that does what that step seems to ask.
+_FIELDS = (
+    ("minute", 60, "an hour", "m"),
+    ("hour", 24, "a day", "h"),
+    ("day-of-month", 31, "a month", "d"),
+    ("month", 12, "a year", None),
+    ("day-of-week", 7, "a week", None),
+)
+_SECOND_FIELD = ("second", 60, "a minute", "s")
+
 _HELP = (
     "use 5-field cron ('*/5 * * * *'), 6-field cron with leading seconds "
     "('*/10 * * * * *'), a macro ('@hourly') or an interval ('every 30s', 'every 5m')"
@@ -153,6 +164,7 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
         cron_text, second_at_beginning=len(fields) == 6
     ):
         raise InvalidSchedule(f"{source}: {expression!r} is not a valid schedule; {_HELP}")
+    _refuse_oversized_steps(fields, expression, source)
     hour_field = fields[2] if len(fields) == 6 else fields[1]
     schedule = CronSchedule(
         expression=cron_text,
@@ -167,3 +179,18 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
             f"{source}: {expression!r} never fires (no calendar date matches it); {_HELP}"
         ) from None
     return schedule
+
+
+def _refuse_oversized_steps(fields: list[str], expression: str, source: str) -> None:
+    """Refuse `*/90` in a 60-value field: cron fires it once an hour, not every 90 minutes."""
+    described = (_SECOND_FIELD, *_FIELDS) if len(fields) == 6 else _FIELDS
+    for value, (name, size, cycle, unit) in zip(fields, described, strict=True):
+        for part in value.split(","):
+            _, slash, step = part.partition("/")
+            if not slash or not step.isdigit() or int(step) <= size:
+                continue
+            instead = f"for that, write 'every {step}{unit}'" if unit else _HELP
+            raise InvalidSchedule(
+                f"{source}: {expression!r} steps by {step} in the {name} field, which has "
+                f"{size} values: cron fires it once {cycle}, not every {step}; {instead}"
+            )

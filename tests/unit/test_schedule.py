@@ -107,6 +107,28 @@ def test_invalid_schedules_name_their_source(text: str):
     assert "every 30s" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "advice"),
+    [
+        ("*/90 * * * *", "once an hour, not every 90; for that, write 'every 90m'"),
+        ("0 */30 * * *", "once a day, not every 30; for that, write 'every 30h'"),
+        ("0 0 1,*/45 * *", "once a month, not every 45; for that, write 'every 45d'"),
+        ("*/61 * * * * *", "once a minute, not every 61; for that, write 'every 61s'"),
+        ("0 0 1 */13 *", "once a year, not every 13; use 5-field cron"),
+    ],
+)
+def test_a_step_larger_than_its_field_is_refused(text: str, advice: str):
+    with pytest.raises(InvalidSchedule) as caught:
+        parse_schedule(text, zone=UTC_ZONE, source="SYNC_SCHEDULE")
+    assert caught.value.message.startswith("SYNC_SCHEDULE: ")
+    assert advice in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["*/60 * * * *", "*/59 * * * *", "0 9 * * 1-5/2", "0 0 */31 * *"])
+def test_a_step_within_its_field_is_cron_as_usual(text: str):
+    parse_schedule(text, zone=UTC_ZONE, source="test")
+
+
 def test_schedules_sharing_an_expression_answer_independently():
     """The parsed expression is reused; zones and moments are not."""
     in_utc = parse_schedule("0 9 * * *", zone=UTC_ZONE, source="test")
