@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from dotenv import load_dotenv
 
@@ -54,27 +55,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run scheduled jobs once per instant across replicas, locked in PostgreSQL.",
     )
     parser.add_argument("--version", action="version", version=f"cronlock {__version__}")
+    # -v before or after the command: SUPPRESS keeps a subcommand's default from
+    # overwriting a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    worker = commands.add_parser("worker", help="run the jobs on their schedules")
+    def command(name: str, **options: Any) -> argparse.ArgumentParser:
+        return subcommands.add_parser(name, parents=[verbose], **options)
+
+    worker = command("worker", help="run the jobs on their schedules")
     worker.add_argument(
         "--once", action="store_true", help="settle the jobs due now, then exit (timers, CronJobs)"
     )
     worker.set_defaults(handler=cmd_worker)
 
-    run = commands.add_parser("run", help="run one job now, through the lock")
+    run = command("run", help="run one job now, through the lock")
     run.add_argument("job", metavar="JOB")
     run.add_argument(
         "--force", action="store_true", help="run even if the job is disabled or paused"
     )
     run.set_defaults(handler=cmd_run)
 
-    commands.add_parser("jobs", help="list jobs, next instants and last runs").set_defaults(
-        handler=cmd_jobs
-    )
+    command("jobs", help="list jobs, next instants and last runs").set_defaults(handler=cmd_jobs)
 
-    history = commands.add_parser("history", help="show recent runs, newest first")
+    history = command("history", help="show recent runs, newest first")
     history.add_argument("job", metavar="JOB", nargs="?")
     history.add_argument(
         "--status", type=_status, help="RUNNING, SUCCESS, FAILURE, SKIPPED or MISSED"
@@ -86,32 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(handler=cmd_history)
 
-    upcoming = commands.add_parser("next", help="preview a job's next instants")
+    upcoming = command("next", help="preview a job's next instants")
     upcoming.add_argument("job", metavar="JOB")
     upcoming.add_argument("-n", type=_positive, default=10, help="how many (10)")
     upcoming.set_defaults(handler=cmd_next)
 
-    retry = commands.add_parser("retry", help="re-run a FAILED run's instant, as a new attempt")
+    retry = command("retry", help="re-run a FAILED run's instant, as a new attempt")
     retry.add_argument("run_id", metavar="RUN_ID", type=_positive)
     retry.set_defaults(handler=cmd_retry)
 
-    pause = commands.add_parser("pause", help="pause a job (or --all) on every replica")
+    pause = command("pause", help="pause a job (or --all) on every replica")
     pause.add_argument("job", metavar="JOB", nargs="?")
     pause.add_argument("--all", action="store_true", help="pause every job")
     pause.add_argument("--reason", required=True, help="why, shown in history and `jobs`")
     pause.set_defaults(handler=cmd_pause)
 
-    resume = commands.add_parser("resume", help="resume a paused job (or --all)")
+    resume = command("resume", help="resume a paused job (or --all)")
     resume.add_argument("job", metavar="JOB", nargs="?")
     resume.add_argument("--all", action="store_true", help="lift `pause --all`")
     resume.set_defaults(handler=cmd_resume)
 
-    commands.add_parser("migrate", help="upgrade the schema to the latest revision").set_defaults(
+    command("migrate", help="upgrade the schema to the latest revision").set_defaults(
         handler=cmd_migrate
     )
-    commands.add_parser(
-        "check", help="check configuration, registry, database and schema"
-    ).set_defaults(handler=cmd_check)
+    command("check", help="check configuration, registry, database and schema").set_defaults(
+        handler=cmd_check
+    )
     return parser
 
 

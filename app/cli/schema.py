@@ -34,6 +34,13 @@ def cmd_check(_args: argparse.Namespace, deployment: Deployment) -> int:
         f"ok    configuration (CRON_TZ={settings.cron_tz.key}, JOBS_MODULE={settings.jobs_module})"
     )
     print(f"ok    registry: {len(deployment.jobs)} jobs, {enabled} enabled, schedules valid")
+    if settings.database_url is None:
+        # A probe writes nothing: starting the embedded server would create it.
+        print(
+            f"ok    database: DATABASE_URL is unset, so the embedded PostgreSQL in "
+            f"{settings.data_dir} is created and migrated by the first command that needs it"
+        )
+        return EXIT_OK
     database = open_database(settings, migrate_embedded=False)
     print(f"ok    database reachable at {database.display_url}")
     current, head = current_revision(database), head_revision()

@@ -228,10 +228,19 @@ def test_unreachable_database_exits_2_without_a_traceback_or_password(tmp_path, 
         assert "secret" not in result.stderr
 
 
-def test_verbose_adds_the_traceback(tmp_path, env):
-    result = run(tmp_path, env, "-v", "check", DATABASE_URL=UNREACHABLE)
+@pytest.mark.parametrize("args", [("-v", "check"), ("check", "-v")])
+def test_verbose_adds_the_traceback_before_or_after_the_command(tmp_path, env, args):
+    result = run(tmp_path, env, *args, DATABASE_URL=UNREACHABLE)
     assert result.returncode == 2
     assert "Traceback" in result.stderr
+
+
+def test_check_without_a_database_url_writes_nothing(tmp_path, env):
+    embedded = {name: value for name, value in env.items() if name != "DATABASE_URL"}
+    result = run(tmp_path, embedded, "check", CRONLOCK_DATA_DIR=str(tmp_path / "pg"))
+    assert result.returncode == 0, result.stderr
+    assert "ok    database: DATABASE_URL is unset" in result.stdout
+    assert not (tmp_path / "pg").exists()
 
 
 def test_schema_not_at_head_is_refused_then_migrated(tmp_path, env, empty_db_url):
