@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, ScalarSelect, delete, func, select, true
+from sqlalchemy import ColumnElement, CursorResult, ScalarSelect, delete, func, or_, select, true
 from sqlalchemy.orm import aliased
 
 from app.db import Database
@@ -71,7 +71,8 @@ def list_runs(
     """The newest runs first, optionally for one job and one status.
 
     `unrecovered_failures` is the dead-letter view: FAILURE runs whose instant has
-    no SUCCESS since (no retry, manual or automatic, made up for them).
+    no SUCCESS (no retry, manual or automatic, made up for them), and that are
+    their instant's latest attempt: the runs `cronlock retry` takes.
     """
     query = select(*_COLUMNS).order_by(JobExecution.id.desc()).limit(limit)
     if job_name is not None:
@@ -79,17 +80,17 @@ def list_runs(
     if status is not None:
         query = query.where(JobExecution.status == status)
     if unrecovered_failures:
-        later = aliased(JobExecution)
-        recovered = (
-            select(later.id)
+        other = aliased(JobExecution)
+        recovered_or_retried = (
+            select(other.id)
             .where(
-                later.job_name == JobExecution.job_name,
-                later.scheduled_for == JobExecution.scheduled_for,
-                later.status == RunStatus.SUCCESS,
+                other.job_name == JobExecution.job_name,
+                other.scheduled_for == JobExecution.scheduled_for,
+                or_(other.status == RunStatus.SUCCESS, other.attempt > JobExecution.attempt),
             )
             .exists()
         )
-        query = query.where(JobExecution.status == RunStatus.FAILURE, ~recovered)
+        query = query.where(JobExecution.status == RunStatus.FAILURE, ~recovered_or_retried)
     with database.transaction() as session:
         return [RunRecord(*row) for row in session.execute(query)]
 

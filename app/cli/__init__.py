@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--limit", type=_positive, default=20, help="how many runs (20)")
     history.add_argument(
-        "--failed", action="store_true", help="failed runs whose instant nothing has recovered"
+        "--failed",
+        action="store_true",
+        help="failed runs to deal with: the latest attempt of each instant nothing recovered",
     )
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(handler=cmd_history)

@@ -139,7 +139,8 @@ def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
         for r in runs
     ]
     headers = ["ID", "JOB", "STATUS", "SCHEDULED FOR", "TRIGGER", "TOOK", "WORKER", "DETAIL"]
-    print(table(headers, rows) if rows else "no runs recorded")
+    filtered = args.job or args.status or args.failed
+    print(table(headers, rows) if rows else "no runs match" if filtered else "no runs recorded")
     return EXIT_OK
 
 

@@ -88,7 +88,9 @@ def test_retry_re_runs_a_failed_instant_and_clears_the_dead_letter(
     assert "FAILURE" in still_failing.stdout
     stale = cronlock("retry", str(run_id), cwd=tmp_path, **env)
     assert stale.returncode == 2
-    second = json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout)[0]
+    dead_letter = json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout)
+    [second] = dead_letter  # only the latest attempt: the one retry takes
+    assert second["attempt"] == 2
     assert f"already has attempt 2 (run {second['id']}, FAILURE); retry run {second['id']}" in (
         stale.stderr
     )
@@ -105,6 +107,7 @@ def test_retry_re_runs_a_failed_instant_and_clears_the_dead_letter(
         (3, "SUCCESS", "manual"),
     ]
     assert json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout) == []
+    assert cronlock("history", "--failed", cwd=tmp_path, **env).stdout == "no runs match\n"
     settled = cronlock("retry", str(run_id), cwd=tmp_path, **env)
     assert settled.returncode == 2
     assert "(run {}, SUCCESS); there is nothing left to retry".format(runs[0]["id"]) in (
