@@ -40,6 +40,16 @@ def _positive(raw: str) -> int:
     return value
 
 
+MAX_PREVIEW = 1000
+
+
+def _preview_count(raw: str) -> int:
+    value = _positive(raw)
+    if value > MAX_PREVIEW:
+        raise argparse.ArgumentTypeError(f"{raw!r} is more than {MAX_PREVIEW} instants")
+    return value
+
+
 def _status(raw: str) -> str:
     value = raw.upper()
     if value not in RunStatus.__members__:
@@ -102,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     upcoming = command("next", help="preview a job's next instants")
     upcoming.add_argument("job", metavar="JOB")
-    upcoming.add_argument("-n", type=_positive, default=10, help="how many (10)")
+    upcoming.add_argument(
+        "-n", type=_preview_count, default=10, help=f"how many (10, at most {MAX_PREVIEW})"
+    )
     upcoming.set_defaults(handler=cmd_next)
 
     retry = command("retry", help="re-run a FAILED run's instant, as a new attempt")

@@ -71,7 +71,7 @@ def _stop_on_signals(worker: Worker) -> None:
             worker.force_stop()
         worker.request_stop()
         logger.info(
-            "%s received: no new job will start; the current one has %gs to finish",
+            "%s received: no new run will start; a run in progress has %gs to finish",
             name,
             worker.settings.shutdown_grace_s,
             extra={"event": "worker_stopping"},

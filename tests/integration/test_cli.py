@@ -150,6 +150,7 @@ def test_history_filters(tmp_path, env):
     [
         (["history", "--limit", "0"], "not a positive whole number"),
         (["history", "--status", "DONE"], "not a status"),
+        (["next", "flaky", "-n", "100000"], "is more than 1000 instants"),
         (["nonsense"], "invalid choice"),
     ],
 )
