@@ -62,15 +62,21 @@ class Relay:
         self._upstream = upstream
         self._listener = socket.create_server((host, 0))
         self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._sockets: list[socket.socket] = []
 
     def start(self) -> Relay:
         """Begin accepting in a daemon thread."""
-        self._thread.start()
+        self._threads[0].start()
         return self
 
     def close(self) -> None:
-        """Stop accepting; connections already piped end with their peers."""
+        """Stop accepting, end every piped connection, and wait for the threads."""
+        for sock in [self._listener, *self._sockets]:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
+        for thread in self._threads:
+            thread.join(timeout=10)
         self._listener.close()
 
     def _accept(self) -> None:
@@ -81,25 +87,38 @@ class Relay:
                 return
             for option in _RELAY_KEEPALIVE:
                 client.setsockopt(*option)
-            server = self._connect()
+            try:
+                server = self._connect()
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, server]
             for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+                thread = threading.Thread(target=_pipe, args=(source, sink), daemon=True)
+                self._threads.append(thread)
+                thread.start()
 
     def _connect(self) -> socket.socket:
         if isinstance(self._upstream, str):
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            server.connect(self._upstream)
+            try:
+                server.connect(self._upstream)
+            except OSError:
+                server.close()
+                raise
             return server
         return socket.create_connection(self._upstream)
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy until either end stops; then end both, and close the end this thread reads."""
     with suppress(OSError):
         while data := source.recv(65536):
             sink.sendall(data)
     for end in (source, sink):
         with suppress(OSError):
             end.shutdown(socket.SHUT_RDWR)
+    source.close()
 
 
 def namespaces_available() -> bool:
