@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -138,6 +139,20 @@ def _in(pid: int, *argv: str) -> list[str]:
     return ["nsenter", f"--net=/proc/{pid}/ns/net", "--", *argv]
 
 
+def _await_own_namespace(pid: int, timeout_s: float = 10) -> None:
+    """Return once `pid` has left this process's network namespace.
+
+    Popen returns before `unshare` has made the new namespace: wiring a cable to
+    that pid too early would put one end of it on the host.
+    """
+    here = os.readlink("/proc/self/ns/net")
+    deadline = time.monotonic() + timeout_s
+    while os.readlink(f"/proc/{pid}/ns/net") == here:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} never entered a network namespace of its own")
+        time.sleep(0.01)
+
+
 def _run(argv: Sequence[str]) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
@@ -163,6 +178,8 @@ class CuttableNetwork:
             ["unshare", "-n", sys.executable, "-m", "tests.integration.network", upstream], here
         )
         try:
+            for process in self._processes:
+                _await_own_namespace(process.pid)
             self._wire()
             stdin, stdout = self._server.stdin, self._server.stdout
             assert stdin is not None
@@ -198,6 +215,12 @@ class CuttableNetwork:
             _run(_in(pid, "ip", "addr", "add", f"{address}/30", "dev", device))
             _run(_in(pid, "ip", "link", "set", device, "up"))
         _run(_in(client, "ip", "link", "set", "lo", "up"))
+
+    def __enter__(self) -> CuttableNetwork:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def inside(self, argv: Sequence[str]) -> list[str]:
         """`argv` as a command that runs on the clients' side of the cable."""

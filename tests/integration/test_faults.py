@@ -273,47 +273,46 @@ def test_a_worker_gives_up_a_silent_connection_and_recovers(own_server, tmp_path
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database = Database(database_url(admin_url, name))
     upgrade_to_head(database)
-    network = CuttableNetwork(admin_url)
-    # The defaults give a silent server about 60 s; the test gives it about 3.
-    url = through(
-        database_url(admin_url, name),
-        network.port,
-        network.address,
-        keepalives_idle="1",
-        keepalives_interval="1",
-        keepalives_count="2",
-        tcp_user_timeout="3000",
-    )
-    flag = tmp_path / "wait-once"
-    flag.touch()
-    worker = start_worker(
-        tmp_path,
-        url,
-        prefix=network.inside([]),
-        FAULT_WAIT_FLAG=str(flag),
-        STALE_JOB_THRESHOLD_SECONDS="30",
-        HEARTBEAT_INTERVAL_SECONDS="5",
-    )
-    try:
-        wait_for(
-            database,
-            "SELECT count(*) = 1 FROM pg_stat_activity "
-            "WHERE query = 'SELECT pg_sleep(60)' AND state = 'active' AND datname = :name",
-            name=name,
+    with CuttableNetwork(admin_url) as network:
+        # The defaults give a silent server about 30 s; the test gives it about 3.
+        url = through(
+            database_url(admin_url, name),
+            network.port,
+            network.address,
+            keepalives_idle="1",
+            keepalives_interval="1",
+            keepalives_count="2",
+            tcp_user_timeout="3000",
         )
-        network.cut()
-        wait_for_log(worker, "could not record run")  # the body's read gave up
-        network.heal()
-        failed = wait_for(database, "SELECT id FROM job_execution WHERE status = 'FAILURE'")
-        wait_for(
-            database,
-            "SELECT count(*) >= 2 FROM job_execution WHERE status = 'SUCCESS' AND id > :id",
-            id=failed,
+        flag = tmp_path / "wait-once"
+        flag.touch()
+        worker = start_worker(
+            tmp_path,
+            url,
+            prefix=network.inside([]),
+            FAULT_WAIT_FLAG=str(flag),
+            STALE_JOB_THRESHOLD_SECONDS="30",
+            HEARTBEAT_INTERVAL_SECONDS="5",
         )
-        assert worker.poll() is None, "the worker died with the network"
-    finally:
-        code, log = stop(worker)
-        network.close()
+        try:
+            wait_for(
+                database,
+                "SELECT count(*) = 1 FROM pg_stat_activity "
+                "WHERE query = 'SELECT pg_sleep(60)' AND state = 'active' AND datname = :name",
+                name=name,
+            )
+            network.cut()
+            wait_for_log(worker, "could not record run")  # the body's read gave up
+            network.heal()
+            failed = wait_for(database, "SELECT id FROM job_execution WHERE status = 'FAILURE'")
+            wait_for(
+                database,
+                "SELECT count(*) >= 2 FROM job_execution WHERE status = 'SUCCESS' AND id > :id",
+                id=failed,
+            )
+            assert worker.poll() is None, "the worker died with the network"
+        finally:
+            code, log = stop(worker)
     assert code == 0, log[-3000:]
     error = scalar(database, "SELECT error_message FROM job_execution WHERE id = :id", id=failed)
     assert error.startswith("OperationalError"), error
