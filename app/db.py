@@ -12,12 +12,18 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.driver import DriverConnection
-from app.errors import DatabaseError, DatabaseUnavailable
+from app.errors import DatabaseError, DatabaseUnavailable, ValueRefused
 
 CONNECT_TIMEOUT_S = 5
 
@@ -96,6 +102,10 @@ class Database:
         except IntegrityError:
             # An invariant refused a write: the lock layer decides what that means.
             raise
+        except DataError as exc:
+            raise ValueRefused(
+                f"the database at {self.display_url} refused a value: {_first_line(exc)}"
+            ) from exc
         except DBAPIError as exc:
             raise DatabaseError(
                 f"database error at {self.display_url}: {_first_line(exc)}"

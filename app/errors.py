@@ -8,6 +8,7 @@
     │   └── JobsModuleError    the module that registers jobs cannot be loaded
     └── DatabaseError          anything the database layer could not do
         ├── DatabaseUnavailable   cannot connect, or the connection was lost
+        ├── ValueRefused          the server refused a value it cannot store (SQLSTATE 22)
         └── SchemaNotAtHead       the schema needs `cronlock migrate`
 
 Losing a lock race is not an error: a claim returns ``None`` instead. Every
@@ -56,6 +57,10 @@ class DatabaseError(CronlockError):
 
 class DatabaseUnavailable(DatabaseError):  # noqa: N818
     """The database cannot be reached; check DATABASE_URL and that the server is up."""
+
+
+class ValueRefused(DatabaseError):  # noqa: N818
+    """The server refused a value it cannot store: sending it again would fail again."""
 
 
 class SchemaNotAtHead(DatabaseError):  # noqa: N818

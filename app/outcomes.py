@@ -85,13 +85,15 @@ _PENDING_RETRIES = select(
 
 
 def stored_error(error: str | None) -> str | None:
-    """The error as stored: capped (the log line keeps the whole text), NUL shown as \\x00.
+    """The error as stored: capped (the log line keeps the whole text), storable as text.
 
-    PostgreSQL's text cannot hold NUL, and an exception's message can.
+    An exception's message can hold NUL and lone surrogates; PostgreSQL's text
+    cannot: they are stored as backslash escapes.
     """
     if error is None:
         return None
-    error = error.replace("\x00", "\\x00")
+    # Lone surrogates (undecodable bytes in a message) cannot be sent as UTF-8.
+    error = error.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     if len(error) > MAX_ERROR_LENGTH:
         return error[: MAX_ERROR_LENGTH - 1] + "…"
     return error

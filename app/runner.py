@@ -24,7 +24,7 @@ from app.alerts import after_run
 from app.config import Settings
 from app.db import Database
 from app.driver import DriverConnection
-from app.errors import DatabaseError, DatabaseUnavailable
+from app.errors import DatabaseError, ValueRefused
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheck, PreCheckContext, RunContext
 from app.lease import Heartbeat
@@ -476,9 +476,16 @@ def _record(
                 database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
             )
         except DatabaseError as exc:
-            if not isinstance(exc, DatabaseUnavailable) and ending.status != RunStatus.FAILURE:
-                # The server refused this outcome, not the connection: writing it
-                # again would fail again. Record why instead, as FAILURE.
+            plain_failure = ending.status == RunStatus.FAILURE and ending.result is None
+            if isinstance(exc, ValueRefused) and not plain_failure:
+                # Writing the same values again would fail again: record why, as FAILURE.
+                logger.error(
+                    "could not record run %s as %s: %s; recording FAILURE instead",
+                    claim.run_id,
+                    ending.status,
+                    exc.message,
+                    extra={"event": "run_record_failed", "run_id": claim.run_id},
+                )
                 ending = Outcome(RunStatus.FAILURE, error=f"outcome not stored: {exc.message}")
                 continue
             if attempts == 0:

@@ -97,6 +97,10 @@ def _raise_with_nul(ctx):
     raise ValueError("bad\x00byte")
 
 
+def _raise_with_undecodable_bytes(ctx):
+    raise ValueError(b"caf\xe9".decode("utf-8", "surrogateescape"))
+
+
 @pytest.mark.parametrize(
     ("body", "pre_check", "expected"),
     [
@@ -107,9 +111,10 @@ def _raise_with_nul(ctx):
         ),
         (lambda ctx: {"name": ["a\x00b"]}, None, ("FAILURE", "ValueError: the result holds a NUL")),
         (_raise_with_nul, None, ("FAILURE", "ValueError: bad\\x00byte")),
+        (_raise_with_undecodable_bytes, None, ("FAILURE", "ValueError: caf\\udce9")),
         (lambda ctx: None, lambda ctx: "done\x00", ("SKIPPED", "done\\x00")),
     ],
-    ids=["nan-result", "nul-result", "nul-error", "nul-pre-check-reason"],
+    ids=["nan-result", "nul-result", "nul-error", "surrogate-error", "nul-pre-check-reason"],
 )
 def test_what_postgres_cannot_store_still_ends_the_run(
     database: Database, body, pre_check, expected
@@ -123,11 +128,13 @@ def test_what_postgres_cannot_store_still_ends_the_run(
 
 
 def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database):
+    """A data error (SQLSTATE 22) would recur; anything else is retried as an outage."""
     with database.transaction() as session:
         session.execute(
             text(
                 "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN RAISE EXCEPTION 'results with refuse are refused'; END$$"
+                "$$BEGIN RAISE EXCEPTION 'results with refuse are refused' "
+                "USING ERRCODE = 'invalid_parameter_value'; END$$"
             )
         )
         session.execute(
@@ -142,6 +149,40 @@ def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database
     assert (row.status, row.result) == ("FAILURE", None)
     assert row.error_message.startswith("outcome not stored: ")
     assert "results with refuse are refused" in row.error_message
+
+
+def test_an_outcome_refused_for_another_reason_is_retried_until_it_lands(
+    database: Database, caplog
+):
+    """A failover's read-only server refuses the write too, but not for good."""
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE gate (open boolean)"))
+        session.execute(
+            text(
+                "CREATE FUNCTION read_only() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN IF NOT EXISTS (SELECT FROM gate) THEN RAISE EXCEPTION 'read-only' "
+                "USING ERRCODE = 'read_only_sql_transaction'; END IF; RETURN NEW; END$$"
+            )
+        )
+        session.execute(
+            text(
+                "CREATE TRIGGER read_only BEFORE UPDATE ON job_execution FOR EACH ROW "
+                "WHEN (NEW.status = 'SUCCESS') EXECUTE FUNCTION read_only()"
+            )
+        )
+    jobs = [Job(name="fine", body=lambda ctx: {"done": True}, schedule="* * * * *")]
+    worker = make_worker(database, jobs)
+    ticking = threading.Thread(target=worker.tick, args=(NOON,))
+    ticking.start()
+    for _ in range(600):  # bounds a hang only: the log says when the write was refused
+        if any(getattr(r, "event", None) == "run_record_failed" for r in caplog.records):
+            break
+        threading.Event().wait(0.05)
+    with database.transaction() as session:
+        session.execute(text("INSERT INTO gate VALUES (true)"))
+    ticking.join(timeout=30)
+    [row] = rows(database)
+    assert (row.status, row.result) == ("SUCCESS", {"done": True})
 
 
 def test_an_interrupt_in_the_body_is_recorded_and_re_raised(database: Database):
