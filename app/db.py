@@ -29,16 +29,18 @@ CONNECT_TIMEOUT_S = 5
 
 # A server that vanishes without closing its sockets (a failover, a host lost, a
 # NAT or load-balancer mapping dropped) leaves a read that waits for the kernel's
-# defaults: two hours and more. These give such a connection up after about 60 s
-# of silence, the default stale threshold: by the time another worker may take a
-# run over, this one has stopped waiting. libpq ignores them on Unix sockets.
+# defaults: two hours and more. These give such a connection up after about 25 s
+# of silence: inside the worker's liveness limits (/healthz allows 45 s, the
+# systemd unit's WatchdogSec 60 s), so the worker recovers instead of being
+# restarted, and well before the default stale threshold (60 s). libpq ignores
+# them on Unix sockets.
 LIBPQ_DEFAULTS: Mapping[str, int] = {
     "connect_timeout": CONNECT_TIMEOUT_S,
     "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
     "keepalives_count": 3,
-    "tcp_user_timeout": 60_000,  # ms: data the server never acknowledges
+    "tcp_user_timeout": 25_000,  # ms: data the server never acknowledges
 }
 
 

@@ -17,6 +17,11 @@ The deadline is read from the monotonic clock whenever anyone asks (the body's
 cannot keep a claim alive. A renewal waits at most one interval for a row lock
 or the server, and no Exception ends the thread; one that dies otherwise is
 started again by the next run.
+
+While a run is tracked, the thread also tells the worker it is alive every
+`alive_every_s`, whether renewals land or not: a long run blocks the loop, and a
+database outage is not a wedged process, so neither may trip /healthz or the
+systemd watchdog.
 """
 
 from __future__ import annotations
@@ -88,10 +93,13 @@ class Heartbeat:
         *,
         interval_s: float,
         stale_after_s: float,
-        on_renewed: Callable[[], None] | None = None,
+        on_alive: Callable[[], None] | None = None,
+        alive_every_s: float = 5.0,
     ) -> None:
         self.database = database
-        self.on_renewed = on_renewed
+        self.on_alive = on_alive
+        self.alive_every_s = alive_every_s
+        self._next_alive_at = 0.0
         self.interval_s = interval_s
         self.stale_after_s = stale_after_s
         self._state = threading.Condition()
@@ -114,6 +122,7 @@ class Heartbeat:
                 self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
                 self._thread.start()
             self._current = lease
+            self._next_alive_at = time.monotonic() + self.alive_every_s
             self._state.notify()
         try:
             yield lease
@@ -139,9 +148,13 @@ class Heartbeat:
                 if lease is None or lease.lost_reason is not None:
                     self._state.wait()
                     continue
-                due_in = lease.next_beat_at - time.monotonic()
+                now = time.monotonic()
+                if now >= self._next_alive_at:
+                    self._next_alive_at = now + self.alive_every_s
+                    self.alive()
+                due_in = lease.next_beat_at - now
                 if due_in > 0:
-                    self._state.wait(due_in)
+                    self._state.wait(min(due_in, self._next_alive_at - now))
                     continue
                 self._state.release()
                 try:
@@ -149,12 +162,15 @@ class Heartbeat:
                 finally:
                     self._state.acquire()
 
+    def alive(self) -> None:
+        """Tell the worker this process is making progress (its liveness and watchdog)."""
+        if self.on_alive is not None:
+            self.on_alive()
+
     def _renew(self, lease: Lease) -> None:
         sent_at = time.monotonic()
         try:
             still_ours = renew_lease(self.database, lease.run_id, timeout_s=self.interval_s)
-            if still_ours and self.on_renewed is not None:
-                self.on_renewed()  # a long run keeps the worker's liveness up
         except Exception as exc:  # any error is a renewal that did not land
             # The thread must outlive it: every later run of this worker relies on it.
             # A database error says all there is to say; anything else is a bug.

@@ -10,7 +10,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -327,7 +327,7 @@ def execute(
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
         _close(transaction)
         interrupted = Outcome(RunStatus.FAILURE, error=scrub(_interrupted(exc), settings.secrets))
-        _record(database, claim, settings, interrupted)
+        _record(database, claim, settings, interrupted, alive=heartbeat.alive)
         raise
     finally:
         running.set(0)
@@ -344,11 +344,24 @@ def execute(
         delay = None
     if transaction is not None:
         ending, finished = _finish_transaction(
-            database, transaction, claim, settings, ending, delay=delay, expires_at=expires_at
+            database,
+            transaction,
+            claim,
+            settings,
+            ending,
+            delay=delay,
+            expires_at=expires_at,
+            alive=heartbeat.alive,
         )
     else:
         ending, finished = _record(
-            database, claim, settings, ending, delay=delay, expires_at=expires_at
+            database,
+            claim,
+            settings,
+            ending,
+            delay=delay,
+            expires_at=expires_at,
+            alive=heartbeat.alive,
         )
     _log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
     if finished.landed:
@@ -432,6 +445,7 @@ def _finish_transaction(
     *,
     delay: float | None,
     expires_at: datetime | None,
+    alive: Callable[[], None],
 ) -> tuple[Outcome, Finished]:
     """SUCCESS commits with the body's writes, or not at all; a FAILURE rolls them back.
 
@@ -452,7 +466,9 @@ def _finish_transaction(
         ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
     finally:
         _close(conn)
-    return _record(database, claim, settings, ending, delay=delay, expires_at=expires_at)
+    return _record(
+        database, claim, settings, ending, delay=delay, expires_at=expires_at, alive=alive
+    )
 
 
 def _record(
@@ -463,10 +479,12 @@ def _record(
     *,
     delay: float | None = None,
     expires_at: datetime | None = None,
+    alive: Callable[[], None],
 ) -> tuple[Outcome, Finished]:
     """Write the outcome, retrying through an outage until it lands or the run goes stale.
 
     Returns the outcome written: FAILURE in place of one the server refused to store.
+    `alive` is called between tries: retrying is progress, not a wedged worker.
     """
     give_up_at = time.monotonic() + settings.stale_threshold_s
     attempts = 0
@@ -503,6 +521,7 @@ def _record(
                     extra={"event": "run_record_abandoned", "run_id": claim.run_id},
                 )
                 return ending, Finished(False)
+            alive()
             time.sleep(RECORD_RETRY_DELAYS_S[min(attempts, len(RECORD_RETRY_DELAYS_S) - 1)])
             attempts += 1
 

@@ -156,7 +156,8 @@ class Worker:
             database,
             interval_s=settings.heartbeat_interval_s,
             stale_after_s=settings.stale_threshold_s,
-            on_renewed=self.alive,
+            on_alive=self.alive,
+            alive_every_s=LIVENESS_INTERVAL_S,
         )
         self.forced_stop = False
         self.pending: list[Due] = []
@@ -200,7 +201,7 @@ class Worker:
     # -- stopping ------------------------------------------------------------
 
     def alive(self) -> None:
-        """The loop went round (or the running job's lease was renewed)."""
+        """The loop went round, or during a run the heartbeat thread or a retried write said so."""
         self.liveness.beat()
         metrics.loop_went_round()
         self.notifier.keep_alive()

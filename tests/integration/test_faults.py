@@ -274,7 +274,7 @@ def test_a_worker_gives_up_a_silent_connection_and_recovers(own_server, tmp_path
     database = Database(database_url(admin_url, name))
     upgrade_to_head(database)
     with CuttableNetwork(admin_url) as network:
-        # The defaults give a silent server about 30 s; the test gives it about 3.
+        # The defaults give a silent server about 25 s; the test gives it about 3.
         url = through(
             database_url(admin_url, name),
             network.port,

@@ -124,6 +124,28 @@ def test_a_renewal_that_lands_after_the_runs_own_finish_is_no_takeover(database:
     assert not lease.cancelled.is_set()
 
 
+def test_the_heartbeat_says_alive_between_renewals_and_while_they_fail(database: Database):
+    """A long interval, then an outage: neither is a wedged worker to /healthz or systemd."""
+    run = claim(database)
+    assert isinstance(run, Claim)
+    beats: list[float] = []
+    unreachable = Database("postgresql+psycopg://cronlock@127.0.0.1:1/cronlock")
+    heartbeat = Heartbeat(
+        unreachable,
+        interval_s=20,
+        stale_after_s=60,
+        on_alive=lambda: beats.append(time.monotonic()),
+        alive_every_s=0.1,
+    )
+    lease = heartbeat.lease(run.run_id, "a")
+    lease.next_beat_at = time.monotonic()  # renew (and fail) at once, then retry each second
+    with heartbeat.track(lease):
+        wait_until(lambda: len(beats) >= 5, timeout_s=10)
+    heartbeat.close()
+    unreachable.dispose()
+    assert not lease.lost
+
+
 def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, database: Database):
     run = claim(database)
     assert isinstance(run, Claim)

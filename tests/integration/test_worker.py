@@ -172,12 +172,19 @@ def test_an_outcome_refused_for_another_reason_is_retried_until_it_lands(
         )
     jobs = [Job(name="fine", body=lambda ctx: {"done": True}, schedule="* * * * *")]
     worker = make_worker(database, jobs)
+    alive: list[bool] = []
+    worker.heartbeat.on_alive = lambda: alive.append(True)
     ticking = threading.Thread(target=worker.tick, args=(NOON,))
     ticking.start()
     for _ in range(600):  # bounds a hang only: the log says when the write was refused
         if any(getattr(r, "event", None) == "run_record_failed" for r in caplog.records):
             break
         threading.Event().wait(0.05)
+    for _ in range(600):  # the retries say the worker is alive, for /healthz and systemd
+        if len(alive) >= 2:
+            break
+        threading.Event().wait(0.05)
+    assert len(alive) >= 2
     with database.transaction() as session:
         session.execute(text("INSERT INTO gate VALUES (true)"))
     ticking.join(timeout=30)
