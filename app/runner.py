@@ -342,27 +342,16 @@ def execute(
     delay = retry_delay_s(job, claim.attempt) if ending.status == RunStatus.FAILURE else None
     if delay is not None and lease.lost:
         delay = None
-    if transaction is not None:
-        ending, finished = _finish_transaction(
-            database,
-            transaction,
-            claim,
-            settings,
-            ending,
-            delay=delay,
-            expires_at=expires_at,
-            alive=heartbeat.alive,
-        )
-    else:
-        ending, finished = _record(
-            database,
-            claim,
-            settings,
-            ending,
-            delay=delay,
-            expires_at=expires_at,
-            alive=heartbeat.alive,
-        )
+    ending, finished = _finish(
+        database,
+        transaction,
+        claim,
+        settings,
+        ending,
+        delay=delay,
+        expires_at=expires_at,
+        alive=heartbeat.alive,
+    )
     _log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
     if finished.landed:
         _count_outcome(job.name, ending.status, duration_ms)
@@ -436,9 +425,9 @@ def _close(conn: Connection | None) -> None:
         conn.close()
 
 
-def _finish_transaction(
+def _finish(
     database: Database,
-    conn: Connection,
+    conn: Connection | None,
     claim: Claim,
     settings: Settings,
     ending: Outcome,
@@ -447,25 +436,27 @@ def _finish_transaction(
     expires_at: datetime | None,
     alive: Callable[[], None],
 ) -> tuple[Outcome, Finished]:
-    """SUCCESS commits with the body's writes, or not at all; a FAILURE rolls them back.
+    """Record the outcome; for a transactional run (`conn`), SUCCESS commits with the
+    body's writes, or not at all, and a FAILURE rolls them back.
 
     Returns the outcome actually recorded, which is FAILURE when the commit failed
     or the body rolled the transaction back.
     """
-    if ending.status == RunStatus.SUCCESS and not conn.in_transaction():
-        ending = Outcome(RunStatus.FAILURE, error="the job rolled its transaction back")
-    try:
-        if ending.status == RunStatus.SUCCESS:
-            with database.translated_errors():
-                finished = finish_on(DriverConnection.under(conn), claim.run_id, ending)
-                if finished.landed:
-                    conn.commit()
-                return ending, finished
-    except DatabaseError as exc:
-        # The transaction is lost with its writes: record what happened instead.
-        ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
-    finally:
-        _close(conn)
+    if conn is not None:
+        if ending.status == RunStatus.SUCCESS and not conn.in_transaction():
+            ending = Outcome(RunStatus.FAILURE, error="the job rolled its transaction back")
+        try:
+            if ending.status == RunStatus.SUCCESS:
+                with database.translated_errors():
+                    finished = finish_on(DriverConnection.under(conn), claim.run_id, ending)
+                    if finished.landed:
+                        conn.commit()
+                    return ending, finished
+        except DatabaseError as exc:
+            # The transaction is lost with its writes: record what happened instead.
+            ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
+        finally:
+            _close(conn)
     return _record(
         database, claim, settings, ending, delay=delay, expires_at=expires_at, alive=alive
     )
