@@ -105,10 +105,11 @@ class Streak:
     last_success_at: datetime | None
     failures: int
     registered_at: datetime | None = None
+    last_failure_at: datetime | None = None  # the streak's latest, when it has any
 
 
 def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
-    """Each job's last success and failures since: two index probes per job."""
+    """Each job's last success, and the failures since (how many, the latest): two probes."""
     last = (
         select(JobExecution.scheduled_for, JobExecution.completed_at)
         .where(JobExecution.job_name == JobRow.name, JobExecution.status == RunStatus.SUCCESS)
@@ -117,23 +118,32 @@ def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
         .lateral()
     )
     failures = (
-        select(func.count())
+        select(func.count().label("count"), func.max(JobExecution.completed_at).label("latest"))
         .where(
             JobExecution.job_name == JobRow.name,
             JobExecution.status == RunStatus.FAILURE,
             JobExecution.scheduled_for > func.coalesce(last.c.scheduled_for, _BEGINNING),
         )
-        .scalar_subquery()
+        .lateral()
     )
     query = (
-        select(JobRow.name, last.c.completed_at, failures, JobRow.created_at)
+        select(
+            JobRow.name,
+            last.c.completed_at,
+            failures.c.count,
+            JobRow.created_at,
+            failures.c.latest,
+        )
         .select_from(JobRow)
         .outerjoin(last, true())
+        .join(failures, true())
         .where(JobRow.name.in_(list(names)))
     )
     with database.transaction() as session:
         rows = session.execute(query)
-        return {name: Streak(at, int(n), created) for name, at, n, created in rows}
+        return {
+            name: Streak(at, int(n), created, failed_at) for name, at, n, created, failed_at in rows
+        }
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,10 @@ class Worker:
             if since is not None:
                 metrics.LAST_SUCCESS.labels(job_name=name).set(since.timestamp())
             metrics.CONSECUTIVE_FAILURES.labels(job_name=name).set(streak.failures)
+            if streak.last_failure_at is not None:
+                # The failing alert compares it with the last success: without it a
+                # restart would clear an open page until the next failure.
+                metrics.LAST_FAILURE.labels(job_name=name).set(streak.last_failure_at.timestamp())
 
     def check_clock_skew(self, now: datetime) -> None:
         """Warn when this worker's clock and the database's disagree by more than allowed."""

@@ -10,8 +10,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import metrics
+from app.config import Settings
 from app.db import Database
+from app.job import Job
+from app.registry import JobRegistry, configure
+from app.worker import Worker
 from tests.integration.faults import start_worker, stop, wait_for, wait_for_log
+from tests.integration.helpers import INSTANT, rows
 
 
 def _free_port() -> int:
@@ -137,3 +143,26 @@ def test_a_long_run_keeps_the_worker_alive(database: Database, db_url: str, tmp_
     finally:
         code, log = stop(worker, timeout_s=60)
     assert code == 0, log
+
+
+def test_a_restarted_worker_publishes_the_open_failing_streak(database: Database):
+    """The failing alert compares the last failure with the last success: both must survive."""
+
+    def broken(ctx):
+        raise RuntimeError("down")
+
+    name = "restart-streak"
+    settings = Settings.from_env({})
+    jobs = configure(JobRegistry([Job(name=name, body=broken, schedule="* * * * *")]), settings)
+    before = Worker(database, jobs, settings, worker_id="test:1", clock=lambda: INSTANT)
+    before.start(now=INSTANT)
+    for minute in (1, 2, 3):
+        before.tick(INSTANT.replace(minute=minute))
+    metrics.LAST_FAILURE.remove(name)
+    metrics.CONSECUTIVE_FAILURES.remove(name)  # what a new process starts with
+    Worker(database, jobs, settings, worker_id="test:2", clock=lambda: INSTANT).start(now=INSTANT)
+    last_failed = max(r.completed_at for r in rows(database) if r.status == "FAILURE")
+    labels = {"job_name": name}
+    assert metrics.REGISTRY.get_sample_value("cronlock_consecutive_failures", labels) == 3
+    failed_at = metrics.REGISTRY.get_sample_value("cronlock_last_failure_timestamp_seconds", labels)
+    assert failed_at == last_failed.timestamp()
