@@ -196,6 +196,15 @@ def _follow(
             )
             return claimed
         if isinstance(claimed, PreCheckFailed):
+            # A FAILURE like any other: it counts towards the job's failing streak.
+            after_run(
+                database,
+                settings,
+                job_name=job.name,
+                status=RunStatus.FAILURE,
+                alert_open=False,  # read only on SUCCESS
+                worker_id=request.worker_id,
+            )
             return RunOutcome(claimed.run_id, RunStatus.FAILURE, 0.0, claimed.error)
         if isinstance(claimed, Claim):
             return execute(

@@ -131,3 +131,34 @@ def test_the_streak_gauge_counts_failures_of_every_replica(database: Database):
 
 def _provider_down(_: RunContext) -> None:
     raise RuntimeError("provider down")
+
+
+def _pre_check_down(_ctx) -> str | None:
+    raise RuntimeError("cannot read the ledger")
+
+
+def test_failures_of_a_pre_check_open_the_alert_too(database: Database, caplog):
+    """A pre-check that raises records FAILURE: it counts towards the streak like any other."""
+    job = Job(
+        name="checked",
+        body=lambda ctx: None,
+        schedule="* * * * *",
+        pre_check=_pre_check_down,
+    )
+    ensure_jobs(database, [job.name])
+    settings = Settings.from_env({"ALERT_AFTER_FAILURES": "2"})
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    for minute in range(2):
+        request = claim_request(
+            job,
+            scheduled_for=first + timedelta(minutes=minute),
+            trigger="schedule",
+            settings=settings,
+            worker_id="here:1",
+        )
+        attempt_run(database, job, request, settings=settings)
+    failing = [r for r in caplog.records if getattr(r, "event", None) == "job_failing"]
+    assert [r.job for r in failing] == ["checked"]
+    with database.autocommit() as conn:
+        alerted = conn.execute(text("SELECT alerted_at FROM job WHERE name = 'checked'"))
+        assert alerted.scalar_one() is not None
