@@ -237,21 +237,25 @@ def pending_retries(database: Database, *, stale_after_s: float) -> list[Any]:
         return list(conn.execute(_PENDING_RETRIES, params).all())
 
 
-def drop_retries(database: Database, instants: Sequence[tuple[str, datetime]]) -> int:
-    """Clear the retries of (job, instant) pairs whose next instant came first; count them.
+def drop_retries(
+    database: Database, instants: Sequence[tuple[str, datetime]]
+) -> list[tuple[str, datetime]]:
+    """Clear the retries of (job, instant) pairs whose next instant came first.
 
     Left set, a retry that can no longer run would be read by every scan for good.
+    Returns the pairs this call cleared (another replica may have cleared the rest).
     """
     if not instants:
-        return 0
+        return []
     statement = (
         update(_run)
         .where(tuple_(_run.job_name, _run.scheduled_for).in_(instants))
         .where(_run.retry_at.is_not(None))
         .values(retry_at=None)
+        .returning(_run.job_name, _run.scheduled_for)
     )
     with database.connection() as conn:
-        return conn.execute(statement).rowcount
+        return [(row.job_name, row.scheduled_for) for row in conn.execute(statement)]
 
 
 def last_scheduled_instants(database: Database, names: Sequence[str]) -> dict[str, datetime]:

@@ -447,19 +447,18 @@ class Worker:
 
     def _drop_retries(self, expired: list[Due]) -> None:
         """Give up retries whose job's next instant came first (their run stays FAILURE)."""
-        if not expired or not drop_retries(
-            self.database, [(item.job.name, item.scheduled_for) for item in expired]
-        ):
+        if not expired:
             return
-        for item in expired:
+        keys = [(item.job.name, item.scheduled_for) for item in expired]
+        for job_name, scheduled_for in drop_retries(self.database, keys):
             logger.warning(
                 "gave up the retry of %s for %s: the job's next instant came first",
-                item.job.name,
-                item.scheduled_for.isoformat(),
+                job_name,
+                scheduled_for.isoformat(),
                 extra={
                     "event": "retry_expired",
-                    "job": item.job.name,
-                    "scheduled_for": item.scheduled_for.isoformat(),
+                    "job": job_name,
+                    "scheduled_for": scheduled_for.isoformat(),
                 },
             )
 
