@@ -184,13 +184,26 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
 def _refuse_oversized_steps(fields: list[str], expression: str, source: str) -> None:
     """Refuse `*/90` in a 60-value field: cron fires it once an hour, not every 90 minutes."""
     described = (_SECOND_FIELD, *_FIELDS) if len(fields) == 6 else _FIELDS
-    for value, (name, size, cycle, unit) in zip(fields, described, strict=True):
+    for position, (value, (name, size, cycle, unit)) in enumerate(
+        zip(fields, described, strict=True)
+    ):
         for part in value.split(","):
             _, slash, step = part.partition("/")
             if not slash or not step.isdigit() or int(step) <= size:
                 continue
-            instead = f"for that, write 'every {step}{unit}'" if unit else _HELP
             raise InvalidSchedule(
                 f"{source}: {expression!r} steps by {step} in the {name} field, which has "
-                f"{size} values: cron fires it once {cycle}, not every {step}; {instead}"
+                f"{size} values: cron fires it once {cycle}, not every {step}; "
+                + _interval_instead(fields[position + 1 :], int(step), unit)
             )
+
+
+def _interval_instead(coarser_fields: list[str], step: int, unit: str | None) -> str:
+    """The interval a too-large step seems to mean, when one interval can say it."""
+    if (
+        unit is not None
+        and all(field == "*" for field in coarser_fields)
+        and step * _UNIT_S[unit] <= MAX_INTERVAL_S
+    ):
+        return f"for that, write 'every {step}{unit}'"
+    return _HELP

@@ -115,6 +115,8 @@ def test_invalid_schedules_name_their_source(text: str):
         ("0 0 1,*/45 * *", "once a month, not every 45; for that, write 'every 45d'"),
         ("*/61 * * * * *", "once a minute, not every 61; for that, write 'every 61s'"),
         ("0 0 1 */13 *", "once a year, not every 13; use 5-field cron"),
+        ("*/90 9-17 * * 1-5", "once an hour, not every 90; use 5-field cron"),
+        ("0 0 */400 * *", "once a month, not every 400; use 5-field cron"),
     ],
 )
 def test_a_step_larger_than_its_field_is_refused(text: str, advice: str):
