@@ -106,17 +106,19 @@ def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
 def test_a_renewal_that_lands_after_the_runs_own_finish_is_no_takeover(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=60)
+    # One renewal, sent at once; it may wait up to one interval for the row.
+    heartbeat = Heartbeat(database, interval_s=5, stale_after_s=60)
+    lease = heartbeat.lease(run.run_id, "a")
+    lease.next_beat_at = time.monotonic()
     with database.engine.connect() as finishing:
-        with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
-            # The run's finish holds the row; the next renewal waits behind it.
-            finishing.execute(
-                text(
-                    "UPDATE job_execution SET status = 'SUCCESS', completed_at = now() "
-                    "WHERE id = :id"
-                ),
-                {"id": run.run_id},
-            )
+        # The run's finish holds the row; the renewal waits behind it.
+        finishing.execute(
+            text(
+                "UPDATE job_execution SET status = 'SUCCESS', completed_at = now() WHERE id = :id"
+            ),
+            {"id": run.run_id},
+        )
+        with heartbeat.track(lease):
             wait_for_lock_wait(database, "UPDATE job_execution")
         finishing.commit()  # the renewal then finds the run ended, after its body did
     heartbeat.close()  # waits for that renewal
