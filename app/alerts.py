@@ -4,15 +4,19 @@ After ALERT_AFTER_FAILURES failures in a row (counted in the table, so failures
 on different replicas add up), the first worker to mark the streak on the job's
 row logs at CRITICAL and, with ALERT_WEBHOOK_URL set, POSTs one JSON payload;
 when the job next succeeds, the worker that clears the mark sends the recovery.
-One message per streak, whichever replicas ran it. Webhooks go out from a
-background thread with a short timeout: a failing endpoint never holds up a run.
+One message per streak, whichever replicas ran it. Webhooks go out in order from
+one background thread, each tried up to three times: a failing endpoint never
+holds up a run, and a brief outage of it does not lose the page.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
+import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -29,7 +33,7 @@ from app.models import JobExecution, RunStatus
 logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_S = 5
-_in_flight: list[threading.Thread] = []
+WEBHOOK_RETRY_DELAYS_S = (1.0, 5.0)  # before the second and third tries
 
 
 def after_run(
@@ -102,31 +106,78 @@ def _recovered(settings: Settings, job_name: str, worker_id: str) -> None:
 
 
 def _post(settings: Settings, payload: dict[str, Any]) -> None:
-    url = settings.alert_webhook_url
-    if url is None:
-        return
-    body = json.dumps(payload).encode()
+    if settings.alert_webhook_url is not None:
+        _OUTBOX.send(settings.alert_webhook_url, payload)
 
-    def send() -> None:
+
+class _Outbox:
+    """Webhook messages, delivered in the order they were sent by one daemon thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def send(self, url: str, payload: dict[str, Any]) -> None:
+        with self._idle:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._deliver_forever, name="alert-webhook", daemon=True
+                )
+                self._thread.start()
+        self._queue.put((url, payload))
+
+    def flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._pending and (remaining := deadline - time.monotonic()) > 0:
+                self._idle.wait(remaining)
+
+    def _deliver_forever(self) -> None:
+        while True:
+            url, payload = self._queue.get()
+            try:
+                _deliver(url, payload)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+
+def _deliver(url: str, payload: dict[str, Any]) -> None:
+    """POST `payload`, retrying what may pass (no answer, 5xx, 408, 429); log if it never does."""
+    body = json.dumps(payload).encode()
+    for delay_s in (0.0, *WEBHOOK_RETRY_DELAYS_S):
+        time.sleep(delay_s)
         request = urllib.request.Request(  # noqa: S310 - the operator's http(s) URL
             url, data=body, headers={"Content-Type": "application/json"}, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S):  # noqa: S310
-                pass
+                return
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the response, and with it the socket
+            error: OSError = exc
+            if exc.code < 500 and exc.code not in (408, 429):
+                break  # the endpoint refuses this message: trying again changes nothing
         except OSError as exc:
-            logger.warning(
-                "alert webhook failed: %s",
-                exc,
-                extra={"event": "alert_webhook_failed", "job": payload["job"]},
-            )
-
-    thread = threading.Thread(target=send, name="alert-webhook", daemon=True)
-    thread.start()
-    _in_flight.append(thread)
+            error = exc
+    logger.warning(
+        "alert webhook failed: %s",
+        error,
+        extra={"event": "alert_webhook_failed", "job": payload["job"]},
+    )
 
 
-def flush(timeout_s: float = WEBHOOK_TIMEOUT_S + 1) -> None:
+_OUTBOX = _Outbox()
+# Every try timing out, plus the waits between them.
+_DELIVERY_BOUND_S = WEBHOOK_TIMEOUT_S * (1 + len(WEBHOOK_RETRY_DELAYS_S)) + sum(
+    WEBHOOK_RETRY_DELAYS_S
+)
+
+
+def flush(timeout_s: float = _DELIVERY_BOUND_S + 1) -> None:
     """Wait (bounded) for webhooks still being sent, so a short-lived command delivers them."""
-    while _in_flight:
-        _in_flight.pop().join(timeout=timeout_s)
+    _OUTBOX.flush(timeout_s)

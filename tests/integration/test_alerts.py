@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app import metrics
+from app import alerts, metrics
 from app.config import Settings
 from app.db import Database
 from app.job import Job, RunContext
@@ -162,3 +162,33 @@ def test_failures_of_a_pre_check_open_the_alert_too(database: Database, caplog):
     with database.autocommit() as conn:
         alerted = conn.execute(text("SELECT alerted_at FROM job WHERE name = 'checked'"))
         assert alerted.scalar_one() is not None
+
+
+def test_webhooks_are_retried_and_arrive_in_order():
+    """The first POST meets a 503: it is tried again, and the second message waits its turn."""
+    arrived: list[tuple[int, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers["Content-Length"])
+            event = json.loads(self.rfile.read(length))["event"]
+            arrived.append((len(arrived) + 1, event))
+            self.send_response(503 if len(arrived) == 1 else 204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        settings = Settings.from_env({"ALERT_WEBHOOK_URL": url})
+        alerts._post(settings, {"event": "job_failing", "job": "a"})
+        alerts._post(settings, {"event": "job_recovered", "job": "a"})
+        alerts.flush()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert arrived == [(1, "job_failing"), (2, "job_failing"), (3, "job_recovered")]
