@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from app.db import Database
-from app.errors import SchemaNotAtHead
+from app.errors import DatabaseError, SchemaNotAtHead
 
 
 def _revisions_root() -> Path:
@@ -27,6 +29,8 @@ def _revisions_root() -> Path:
 
 
 PROJECT_ROOT = _revisions_root()
+# How long a revision may queue for a table's lock, holding up every claim behind it.
+MIGRATION_LOCK_TIMEOUT_S = 10.0
 # Serialises `cronlock migrate` run by several replicas at once.
 _MIGRATION_LOCK_KEY = 0x63726F6E6C6F636B  # "cronlock"
 
@@ -54,12 +58,32 @@ def current_revision(database: Database) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade_to_head(database: Database) -> tuple[str | None, str]:
-    """Upgrade to the latest revision; return (before, after)."""
+def upgrade_to_head(
+    database: Database, *, lock_timeout_s: float = MIGRATION_LOCK_TIMEOUT_S
+) -> tuple[str | None, str]:
+    """Upgrade to the latest revision; return (before, after).
+
+    A revision that alters a table waits at most `lock_timeout_s` for it: while its
+    request for the table's lock is queued, every claim on that table queues
+    behind it, so running workers would stall for as long as it waited.
+    """
     with database.translated_errors(), database.engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+        conn.execute(
+            text("SELECT set_config('lock_timeout', :ms, true)"),
+            {"ms": f"{lock_timeout_s * 1000:.0f}"},
+        )
         before = MigrationContext.configure(conn).get_current_revision()
-        command.upgrade(alembic_config(conn), "head")
+        try:
+            command.upgrade(alembic_config(conn), "head")
+        except OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                raise
+            raise DatabaseError(
+                f"the migration waited {lock_timeout_s:g}s for a table that another session "
+                f"holds at {database.display_url}; nothing was changed. Run `cronlock migrate` "
+                "again, at a quieter moment or with the workers stopped"
+            ) from exc
         return before, head_revision()
 
 

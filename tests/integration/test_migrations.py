@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app.db import Database
+from app.errors import DatabaseError
 from app.migrations import current_revision, downgrade, head_revision, upgrade_to_head
 from app.models import Base
 
@@ -35,3 +37,15 @@ def test_models_and_migrations_agree(database: Database):
     with database.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_a_migration_that_cannot_get_its_table_gives_up_and_changes_nothing(database: Database):
+    """Queued for a table's lock, a migration would hold up every claim behind it."""
+    downgrade(database, "0002")
+    with database.engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM job"))  # a long query holds the table
+        with pytest.raises(DatabaseError, match=r"waited 0\.2s for a table .* nothing was changed"):
+            upgrade_to_head(database, lock_timeout_s=0.2)
+        reader.rollback()
+    assert current_revision(database) == "0002"
+    assert upgrade_to_head(database) == ("0002", head_revision())
