@@ -121,12 +121,13 @@ class _Outbox:
 
     def send(self, url: str, payload: dict[str, Any]) -> None:
         with self._idle:
-            self._pending += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
+            if self._thread is None:
+                thread = threading.Thread(
                     target=self._deliver_forever, name="alert-webhook", daemon=True
                 )
-                self._thread.start()
+                thread.start()
+                self._thread = thread
+            self._pending += 1
         self._queue.put((url, payload))
 
     def flush(self, timeout_s: float) -> None:
@@ -134,12 +135,24 @@ class _Outbox:
         with self._idle:
             while self._pending and (remaining := deadline - time.monotonic()) > 0:
                 self._idle.wait(remaining)
+            if self._pending:
+                logger.warning(
+                    "alert webhook failed: %d message(s) not delivered before exit",
+                    self._pending,
+                    extra={"event": "alert_webhook_failed"},
+                )
 
     def _deliver_forever(self) -> None:
         while True:
             url, payload = self._queue.get()
             try:
                 _deliver(url, payload)
+            except Exception:  # a malformed answer, say: this thread serves every later one
+                logger.warning(
+                    "alert webhook failed",
+                    exc_info=True,
+                    extra={"event": "alert_webhook_failed", "job": payload["job"]},
+                )
             finally:
                 with self._idle:
                     self._pending -= 1
@@ -172,12 +185,12 @@ def _deliver(url: str, payload: dict[str, Any]) -> None:
 
 
 _OUTBOX = _Outbox()
-# Every try timing out, plus the waits between them.
-_DELIVERY_BOUND_S = WEBHOOK_TIMEOUT_S * (1 + len(WEBHOOK_RETRY_DELAYS_S)) + sum(
-    WEBHOOK_RETRY_DELAYS_S
-)
 
 
-def flush(timeout_s: float = _DELIVERY_BOUND_S + 1) -> None:
-    """Wait (bounded) for webhooks still being sent, so a short-lived command delivers them."""
+def flush(timeout_s: float = WEBHOOK_TIMEOUT_S + 1) -> None:
+    """Wait (bounded) for webhooks still being sent, so a short-lived command delivers them.
+
+    One try's worth: a command, or a worker stopping within its stop timeout,
+    does not wait for a dead endpoint's retries.
+    """
     _OUTBOX.flush(timeout_s)
