@@ -14,9 +14,9 @@ A run's `Lease` is lost, and the run's cancellation flag raised, when:
 
 The deadline is read from the monotonic clock whenever anyone asks (the body's
 `should_stop()`, the runner's verdict), so a renewal stuck on a dead connection
-cannot keep a claim alive. A renewal waits at most one interval for a row lock
-or the server, and no Exception ends the thread; one that dies otherwise is
-started again by the next run.
+cannot keep a claim alive. A renewal waits at most one interval (and at most
+10 s) for a row lock or the server, and no Exception ends the thread; one that
+dies otherwise is started again by the next run.
 
 While a run is tracked, the thread also tells the worker it is alive every
 `alive_every_s`, whether renewals land or not: a long run blocks the loop, and a
@@ -38,6 +38,11 @@ from app.errors import DatabaseError
 from app.outcomes import renew_lease
 
 logger = logging.getLogger(__name__)
+
+# A renewal waits at most this (or one interval, if shorter) for a row lock or the
+# server: the thread that renews also reports liveness, which must not go quiet
+# for long, whatever HEARTBEAT_INTERVAL_SECONDS is.
+MAX_RENEWAL_WAIT_S = 10.0
 
 
 @dataclass
@@ -151,7 +156,7 @@ class Heartbeat:
                 now = time.monotonic()
                 if now >= self._next_alive_at:
                     self._next_alive_at = now + self.alive_every_s
-                    self.alive()
+                    self._say_alive()
                 due_in = lease.next_beat_at - now
                 if due_in > 0:
                     self._state.wait(min(due_in, self._next_alive_at - now))
@@ -167,10 +172,20 @@ class Heartbeat:
         if self.on_alive is not None:
             self.on_alive()
 
+    def _say_alive(self) -> None:
+        try:
+            self.alive()
+        except Exception:  # the thread must outlive it, as it outlives a failed renewal
+            logger.warning(
+                "could not report this worker alive", exc_info=True, extra={"event": "alive_failed"}
+            )
+
     def _renew(self, lease: Lease) -> None:
         sent_at = time.monotonic()
         try:
-            still_ours = renew_lease(self.database, lease.run_id, timeout_s=self.interval_s)
+            still_ours = renew_lease(
+                self.database, lease.run_id, timeout_s=min(self.interval_s, MAX_RENEWAL_WAIT_S)
+            )
         except Exception as exc:  # any error is a renewal that did not land
             # The thread must outlive it: every later run of this worker relies on it.
             # A database error says all there is to say; anything else is a bug.

@@ -148,6 +148,24 @@ def test_the_heartbeat_says_alive_between_renewals_and_while_they_fail(database:
     assert not lease.lost
 
 
+def test_a_failing_liveness_report_does_not_end_the_heartbeat(database: Database):
+    run = claim(database)
+    assert isinstance(run, Claim)
+    reports: list[float] = []
+
+    def broken_report() -> None:
+        reports.append(time.monotonic())
+        raise RuntimeError("metrics exporter broke")
+
+    heartbeat = Heartbeat(
+        database, interval_s=0.2, stale_after_s=60, on_alive=broken_report, alive_every_s=0.05
+    )
+    with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
+        wait_until(lambda: len(reports) >= 3, timeout_s=10)  # the thread lived on
+    heartbeat.close()
+    assert not lease.lost
+
+
 def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
