@@ -156,18 +156,23 @@ def finish_run(
                 conn, run_id, outcome, retry_delay_s=retry_delay_s, expires_at=expires_at
             )
     except IntegrityError:
-        # Only reachable if the lock was bypassed: the instant already has a SUCCESS.
-        logger.error(
-            "run %s would be a second SUCCESS for its instant; recorded FAILURE instead",
-            run_id,
-            extra={"event": "run_duplicate", "run_id": run_id},
-        )
-        duplicate = Outcome(
-            RunStatus.FAILURE, error="duplicate: this instant already has a SUCCESS run"
-        )
         with database.driver(autocommit=True) as conn:
-            finish_on(conn, run_id, duplicate)
+            finish_on(conn, run_id, duplicate_success(run_id))
         return Finished(False)
+
+
+def duplicate_success(run_id: int) -> Outcome:
+    """What to record instead of a second SUCCESS for an instant; logs it.
+
+    Only reachable if the lock was bypassed (a hand-written row, say): the
+    database's one-success-per-instant index refused the write.
+    """
+    logger.error(
+        "run %s would be a second SUCCESS for its instant; recorded FAILURE instead",
+        run_id,
+        extra={"event": "run_duplicate", "run_id": run_id},
+    )
+    return Outcome(RunStatus.FAILURE, error="duplicate: this instant already has a SUCCESS run")
 
 
 def renew_lease(database: Database, run_id: int, *, timeout_s: float) -> bool:

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import metrics
@@ -41,12 +42,22 @@ from app.lock import (
 )
 from app.logs import job_scope, scrub
 from app.models import RunStatus
-from app.outcomes import Finished, Outcome, finish_on, finish_run, takeover_of
+from app.outcomes import (
+    Finished,
+    Outcome,
+    duplicate_success,
+    finish_on,
+    finish_run,
+    takeover_of,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 64 * 1024
 RECORD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+UNSTORABLE = Outcome(
+    RunStatus.FAILURE, error="outcome not stored: the server refused its values (see the log)"
+)
 
 
 @dataclass(frozen=True)
@@ -464,6 +475,8 @@ def _finish(
         except DatabaseError as exc:
             # The transaction is lost with its writes: record what happened instead.
             ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
+        except IntegrityError:
+            ending = duplicate_success(claim.run_id)  # the body's writes roll back with it
         finally:
             _close(conn)
     return _record(
@@ -494,9 +507,9 @@ def _record(
                 database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
             )
         except DatabaseError as exc:
-            plain_failure = ending.status == RunStatus.FAILURE and ending.result is None
-            if isinstance(exc, ValueRefused) and not plain_failure:
-                # Writing the same values again would fail again: record why, as FAILURE.
+            if isinstance(exc, ValueRefused) and ending != UNSTORABLE:
+                # Writing the same values again would fail again: record why, as FAILURE;
+                # and if even that is refused, a FAILURE that holds nothing but ASCII.
                 logger.error(
                     "could not record run %s as %s: %s; recording FAILURE instead",
                     claim.run_id,
@@ -504,7 +517,9 @@ def _record(
                     exc.message,
                     extra={"event": "run_record_failed", "run_id": claim.run_id},
                 )
-                ending = Outcome(RunStatus.FAILURE, error=f"outcome not stored: {exc.message}")
+                plain = ending.status == RunStatus.FAILURE and ending.result is None
+                detailed = Outcome(RunStatus.FAILURE, error=f"outcome not stored: {exc.message}")
+                ending = UNSTORABLE if plain else detailed
                 continue
             if attempts == 0:
                 logger.error(

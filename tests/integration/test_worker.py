@@ -12,6 +12,7 @@ from app.config import Settings
 from app.db import Database
 from app.job import Job, PreCheckContext, RunContext
 from app.registry import JobRegistry, configure
+from app.runner import UNSTORABLE
 from app.worker import Worker
 from tests.integration.helpers import rows
 
@@ -149,6 +150,49 @@ def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database
     assert (row.status, row.result) == ("FAILURE", None)
     assert row.error_message.startswith("outcome not stored: ")
     assert "results with refuse are refused" in row.error_message
+
+
+def test_a_failure_the_server_refuses_is_recorded_in_plain_words(database: Database):
+    with database.transaction() as session:
+        session.execute(
+            text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = 'invalid_parameter_value'; "
+                "END$$"
+            )
+        )
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON job_execution FOR EACH ROW "
+                "WHEN (NEW.status = 'FAILURE' AND NEW.error_message NOT LIKE '%(see the log)') "
+                "EXECUTE FUNCTION refuse()"
+            )
+        )
+    jobs = [Job(name="odd", body=_raise_with_nul, schedule="* * * * *")]
+    make_worker(database, jobs).tick(NOON)
+    [row] = rows(database)
+    assert (row.status, row.error_message) == ("FAILURE", UNSTORABLE.error)
+
+
+def _second_success(ctx):
+    # A SUCCESS for the same instant, as a hand-written row would be: the lock bypassed.
+    ctx.session().execute(
+        text(
+            "INSERT INTO job_execution (job_name, status, scheduled_for, trigger, attempt,"
+            " worker_id, completed_at) VALUES (:job, 'SUCCESS', :at, 'manual', 99, 'x:1', now())"
+        ),
+        {"job": ctx.job_name, "at": ctx.scheduled_for},
+    )
+
+
+def test_a_transactional_second_success_is_recorded_failure_and_rolled_back(database: Database):
+    jobs = [Job(name="book", body=_second_success, schedule="* * * * *", transactional=True)]
+    make_worker(database, jobs).tick(NOON)
+    [row] = rows(database)  # the body's own row went with its transaction
+    assert (row.status, row.error_message) == (
+        "FAILURE",
+        "duplicate: this instant already has a SUCCESS run",
+    )
 
 
 def test_an_outcome_refused_for_another_reason_is_retried_until_it_lands(
