@@ -194,15 +194,18 @@ def _refuse_oversized_steps(fields: list[str], expression: str, source: str) -> 
             raise InvalidSchedule(
                 f"{source}: {expression!r} steps by {step} in the {name} field, which has "
                 f"{size} values: cron fires it once {cycle}, not every {step}; "
-                + _interval_instead(fields[position + 1 :], int(step), unit)
+                + _interval_instead(fields, position, int(step), unit)
             )
 
 
-def _interval_instead(coarser_fields: list[str], step: int, unit: str | None) -> str:
-    """The interval a too-large step seems to mean, when one interval can say it."""
+def _interval_instead(fields: list[str], position: int, step: int, unit: str | None) -> str:
+    """The interval a too-large step seems to mean, when one interval can say it: the
+    finer fields fixed (`0 */30 * * *`), the coarser ones `*`, and within a year."""
+    finer, coarser = fields[:position], fields[position + 1 :]
     if (
         unit is not None
-        and all(field == "*" for field in coarser_fields)
+        and all(field.isdigit() for field in finer)
+        and all(field == "*" for field in coarser)
         and step * _UNIT_S[unit] <= MAX_INTERVAL_S
     ):
         return f"for that, write 'every {step}{unit}'"

@@ -116,6 +116,7 @@ def test_invalid_schedules_name_their_source(text: str):
         ("*/61 * * * * *", "once a minute, not every 61; for that, write 'every 61s'"),
         ("0 0 1 */13 *", "once a year, not every 13; use 5-field cron"),
         ("*/90 9-17 * * 1-5", "once an hour, not every 90; use 5-field cron"),
+        ("*/5 */30 * * *", "once a day, not every 30; use 5-field cron"),
         ("0 0 */400 * *", "once a month, not every 400; use 5-field cron"),
     ],
 )
