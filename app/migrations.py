@@ -73,8 +73,8 @@ def upgrade_to_head(
             text("SELECT set_config('lock_timeout', :ms, true)"),
             {"ms": f"{lock_timeout_s * 1000:.0f}"},
         )
-        before = MigrationContext.configure(conn).get_current_revision()
         try:
+            before = MigrationContext.configure(conn).get_current_revision()
             command.upgrade(alembic_config(conn), "head")
         except OperationalError as exc:
             if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
