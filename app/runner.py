@@ -10,22 +10,20 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import metrics
 from app.alerts import after_run
 from app.config import Settings
 from app.db import Database
-from app.driver import DriverConnection
-from app.errors import DatabaseError, ValueRefused
+from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheck, PreCheckContext, RunContext
 from app.lease import Heartbeat
@@ -42,22 +40,12 @@ from app.lock import (
 )
 from app.logs import job_scope, scrub
 from app.models import RunStatus
-from app.outcomes import (
-    Finished,
-    Outcome,
-    duplicate_success,
-    finish_on,
-    finish_run,
-    takeover_of,
-)
+from app.outcomes import Outcome
+from app.recording import close_transaction, log_outcome, record_outcome
 
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 64 * 1024
-RECORD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
-UNSTORABLE = Outcome(
-    RunStatus.FAILURE, error="outcome not stored: the server refused its values (see the log)"
-)
 
 
 @dataclass(frozen=True)
@@ -345,9 +333,18 @@ def execute(
         ending = Outcome(RunStatus.FAILURE, error=f"could not begin the run: {exc.message}")
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
-        _close(transaction)
+        close_transaction(transaction)
         interrupted = Outcome(RunStatus.FAILURE, error=scrub(_interrupted(exc), settings.secrets))
-        _record(database, claim, settings, interrupted, alive=heartbeat.alive)
+        record_outcome(
+            database,
+            None,
+            claim,
+            settings,
+            interrupted,
+            delay=None,
+            expires_at=None,
+            alive=heartbeat.alive,
+        )
         raise
     finally:
         running.set(0)
@@ -362,7 +359,7 @@ def execute(
     delay = retry_delay_s(job, claim.attempt) if ending.status == RunStatus.FAILURE else None
     if delay is not None and lease.lost:
         delay = None
-    ending, finished = _finish(
+    ending, finished = record_outcome(
         database,
         transaction,
         claim,
@@ -372,7 +369,7 @@ def execute(
         expires_at=expires_at,
         alive=heartbeat.alive,
     )
-    _log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
+    log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
     if finished.landed:
         _count_outcome(job.name, ending.status, duration_ms)
         after_run(
@@ -433,165 +430,3 @@ def _open_transaction(database: Database, job: Job) -> Connection:
             conn.close()
             raise
     return conn
-
-
-def _close(conn: Connection | None) -> None:
-    """Roll back whatever is left of the run's transaction and return the connection."""
-    if conn is None:
-        return
-    try:
-        conn.rollback()
-    finally:
-        conn.close()
-
-
-def _finish(
-    database: Database,
-    conn: Connection | None,
-    claim: Claim,
-    settings: Settings,
-    ending: Outcome,
-    *,
-    delay: float | None,
-    expires_at: datetime | None,
-    alive: Callable[[], None],
-) -> tuple[Outcome, Finished]:
-    """Record the outcome; for a transactional run (`conn`), SUCCESS commits with the
-    body's writes, or not at all, and a FAILURE rolls them back.
-
-    Returns the outcome actually recorded, which is FAILURE when the commit failed
-    or the body rolled the transaction back.
-    """
-    if conn is not None:
-        if ending.status == RunStatus.SUCCESS and not conn.in_transaction():
-            ending = Outcome(RunStatus.FAILURE, error="the job rolled its transaction back")
-        try:
-            if ending.status == RunStatus.SUCCESS:
-                with database.translated_errors():
-                    finished = finish_on(DriverConnection.under(conn), claim.run_id, ending)
-                    if finished.landed:
-                        conn.commit()
-                    return ending, finished
-        except DatabaseError as exc:
-            # The transaction is lost with its writes: record what happened instead.
-            ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
-        except IntegrityError:
-            ending = duplicate_success(claim.run_id)  # the body's writes roll back with it
-        finally:
-            _close(conn)
-    return _record(
-        database, claim, settings, ending, delay=delay, expires_at=expires_at, alive=alive
-    )
-
-
-def _record(
-    database: Database,
-    claim: Claim,
-    settings: Settings,
-    ending: Outcome,
-    *,
-    delay: float | None = None,
-    expires_at: datetime | None = None,
-    alive: Callable[[], None],
-) -> tuple[Outcome, Finished]:
-    """Write the outcome, retrying through an outage until it lands or the run goes stale.
-
-    Returns the outcome written: FAILURE in place of one the server refused to store.
-    `alive` is called between tries: retrying is progress, not a wedged worker.
-    """
-    give_up_at = time.monotonic() + settings.stale_threshold_s
-    attempts = 0
-    while True:
-        try:
-            return ending, finish_run(
-                database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
-            )
-        except DatabaseError as exc:
-            if isinstance(exc, ValueRefused) and ending != UNSTORABLE:
-                # Writing the same values again would fail again: record why, as FAILURE;
-                # and if even that is refused, a FAILURE that holds nothing but ASCII.
-                logger.error(
-                    "could not record run %s as %s: %s; recording FAILURE instead",
-                    claim.run_id,
-                    ending.status,
-                    exc.message,
-                    extra={"event": "run_record_failed", "run_id": claim.run_id},
-                )
-                plain = ending.status == RunStatus.FAILURE and ending.result is None
-                detailed = Outcome(RunStatus.FAILURE, error=f"outcome not stored: {exc.message}")
-                ending = UNSTORABLE if plain else detailed
-                continue
-            if attempts == 0:
-                logger.error(
-                    "could not record run %s as %s: %s; retrying",
-                    claim.run_id,
-                    ending.status,
-                    exc.message,
-                    extra={"event": "run_record_failed", "run_id": claim.run_id},
-                )
-            if time.monotonic() >= give_up_at:
-                logger.error(
-                    "gave up recording run %s; another worker will mark it abandoned",
-                    claim.run_id,
-                    extra={"event": "run_record_abandoned", "run_id": claim.run_id},
-                )
-                return ending, Finished(False)
-            alive()
-            time.sleep(RECORD_RETRY_DELAYS_S[min(attempts, len(RECORD_RETRY_DELAYS_S) - 1)])
-            attempts += 1
-
-
-def _log_fenced(database: Database, claim: Claim, ending: Outcome, extra: dict[str, Any]) -> None:
-    """A late finish after a takeover: say loudly what is recorded instead, and who runs now."""
-    try:
-        takeover = takeover_of(database, claim.run_id, claim.job_name)
-    except DatabaseError:
-        takeover = None
-    recorded = f"{takeover.status}: {takeover.error_message}" if takeover else "unknown"
-    current = takeover.current_run_id if takeover else None
-    logger.error(
-        "run %s ended %s but was no longer ours, so nothing was recorded; it stays %s; "
-        "run %s has taken the job over",
-        claim.run_id,
-        ending.status,
-        recorded,
-        current if current is not None else "(none yet)",
-        extra={
-            "event": "run_fenced",
-            "status": str(ending.status),
-            "taken_over_by_run_id": current,
-            **extra,
-        },
-    )
-
-
-def _log_outcome(
-    database: Database,
-    claim: Claim,
-    ending: Outcome,
-    *,
-    duration_ms: float,
-    finished: Finished,
-    fields: dict[str, Any],
-) -> None:
-    extra = {"duration_ms": duration_ms, **fields}
-    if not finished.landed:
-        _log_fenced(database, claim, ending, extra)
-    elif ending.status == RunStatus.SUCCESS:
-        logger.info(
-            "run %s succeeded in %.0f ms%s",
-            claim.run_id,
-            duration_ms,
-            f": {json.dumps(ending.result)}" if ending.result else "",
-            extra={"event": "run_succeeded", **extra},
-        )
-    else:
-        retry = f"; retry at {finished.retry_at.isoformat()}" if finished.retry_at else ""
-        logger.error(
-            "run %s failed after %.0f ms: %s%s",
-            claim.run_id,
-            duration_ms,
-            ending.error,
-            retry,
-            extra={"event": "run_failed", "error": ending.error, **extra},
-        )

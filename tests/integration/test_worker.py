@@ -11,8 +11,8 @@ from sqlalchemy import text
 from app.config import Settings
 from app.db import Database
 from app.job import Job, PreCheckContext, RunContext
+from app.recording import UNSTORABLE
 from app.registry import JobRegistry, configure
-from app.runner import UNSTORABLE
 from app.worker import Worker
 from tests.integration.helpers import rows
 
