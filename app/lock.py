@@ -11,7 +11,8 @@ A claim is one short transaction on the job's own row::
     COMMIT
 
 No cron math here: the caller says which instant, and until when it is worth
-running (`expires_at`, the job's next instant). The statements a no-op run sends
+running (`expires_at`, the job's next instant). What the runs read under the lock
+mean, the verdict, is `app.claims.decide`. The statements a no-op run sends
 are compiled once, at import (`app.compiled`), and sent by psycopg on a pooled
 connection (`app.driver`).
 """
@@ -19,8 +20,8 @@ connection (`app.driver`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +50,19 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.claims import (
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    NextClaim,
+    PreCheckFailed,
+    PreCheckFn,
+    Skip,
+    Wait,
+    decide,
+    pause_reason,
+    settled_reason,
+)
 from app.compiled import compile_statement
 from app.db import Database
 from app.driver import DriverConnection
@@ -56,73 +70,6 @@ from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
 from app.outcomes import stored_error
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A run this worker owns: its id is the fencing token for every later write."""
-
-    run_id: int
-    job_name: str
-    scheduled_for: datetime
-    trigger: str
-    attempt: int
-    worker_id: str
-    started_at: datetime
-    alert_open: bool = False
-
-
-@dataclass(frozen=True)
-class Skip:
-    """The instant needs no run from this worker. `recorded`: a SKIPPED row says why.
-
-    `kind` sorts reasons for metrics: handled (the instant has a run already),
-    running (a previous run is still going), pre_check, upstream, paused.
-    """
-
-    reason: str
-    recorded: bool = False
-    kind: str = "handled"
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Not yet: an upstream job has not finished this instant. Try again later."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class PreCheckFailed:
-    """The job's pre-check raised: the run was recorded FAILURE without starting."""
-
-    run_id: int
-    error: str
-
-
-ClaimResult = Claim | Skip | Wait | PreCheckFailed | None
-"""None means another worker holds the job's lock row right now."""
-
-PreCheckFn = Callable[[Session], str | None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClaimRequest:
-    """What to claim, and the job's rules that the claim applies."""
-
-    job_name: str
-    scheduled_for: datetime
-    trigger: str
-    worker_id: str
-    stale_after_s: float
-    expires_at: datetime | None = None
-    retries: int = 0
-    run_after: Sequence[str] = ()
-    pre_check: PreCheckFn | None = None
-    wait_for_lock: bool = False
-    ignore_pause: bool = False
-    retry_run_id: int | None = None
-    redact: Callable[[str], str] = str
 
 
 _run = JobExecution
@@ -316,22 +263,6 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
         return None
 
 
-@dataclass(frozen=True)
-class NextClaim:
-    """What one `claim_next` found, by position in the requests it was given.
-
-    `settled`: instants that need nothing from this worker (an outcome, or a live
-    run). `held`: those stepped over because another worker holds their job's row.
-    `position`: the request whose job this worker locked, and `result` its claim;
-    None when another worker held every job left to claim.
-    """
-
-    settled: Mapping[int, Skip]
-    held: Sequence[int] = ()
-    position: int | None = None
-    result: ClaimResult = None
-
-
 def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClaim:
     """Claim the first request, in order, that is not settled and whose job is free.
 
@@ -353,7 +284,7 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
             rows = conn.fetch_all(_NEXT, params)
             settled = {
                 row.position - 1: Skip(
-                    _settled_reason(row.settled_status, row.settled_run, row.settled_worker)
+                    settled_reason(row.settled_status, row.settled_run, row.settled_worker)
                 )
                 for row in rows
                 if row.settled_run is not None
@@ -382,14 +313,6 @@ def _log_refusal(request: ClaimRequest, exc: IntegrityError) -> None:
     )
 
 
-def _pause_reason(job_paused: str | None, all_paused: str | None) -> str | None:
-    if job_paused is not None:
-        return f"paused: {job_paused}"
-    if all_paused is not None:
-        return f"paused (all jobs): {all_paused}"
-    return None
-
-
 def _claim_locked(conn: DriverConnection, request: ClaimRequest, locked: Any) -> ClaimResult:
     """The claim after the job's row is locked; `locked` holds its pause and alert state."""
     claimed = _decide_and_insert(conn, request, locked.paused_reason)
@@ -407,8 +330,8 @@ def _decide_and_insert(
         for row in stale:
             _abandon(conn, row, request)
         all_paused, runs = _read_state(conn, request)
-    paused = None if request.ignore_pause else _pause_reason(job_paused, all_paused)
-    decision = _decide(runs, request)
+    paused = None if request.ignore_pause else pause_reason(job_paused, all_paused)
+    decision = decide(runs, request)
     if isinstance(decision, Skip):
         return _record_skip(conn, request, decision, attempt=1)
     attempt, retried_run = decision
@@ -494,41 +417,6 @@ def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
             "abandoned_by": row.worker_id,
         },
     )
-
-
-def _decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int | None]:
-    """The built-in pre-check: one live run per job, one outcome per instant (plus retries).
-
-    Returns the Skip, or the attempt to run and the failed run it retries.
-    """
-    instant = request.scheduled_for
-    live = [r for r in runs if r.status == RunStatus.RUNNING]
-    mine = sorted((r for r in runs if r.scheduled_for == instant), key=lambda r: r.attempt)
-    if any(r.scheduled_for == instant for r in live):
-        run = next(r for r in live if r.scheduled_for == instant)
-        return Skip(_settled_reason(run.status, run.id, run.worker_id))
-    if mine:
-        latest = mine[-1]
-        retry_due = latest.retry_due or latest.id == request.retry_run_id
-        if not (latest.status == RunStatus.FAILURE and retry_due):
-            return Skip(_settled_reason(latest.status, latest.id, latest.worker_id))
-        if live:
-            return Skip(f"retry waits: run {live[0].id} is still running", kind="running")
-        return latest.attempt + 1, latest.id
-    if live:
-        previous = live[0]
-        return Skip(
-            f"previous run {previous.id} (for {previous.scheduled_for.isoformat()}) "
-            f"is still running on {previous.worker_id}",
-            recorded=request.trigger == Trigger.SCHEDULE,
-        )
-    return 1, None
-
-
-def _settled_reason(status: str, run_id: int, worker_id: str) -> str:
-    if status == RunStatus.RUNNING:
-        return f"already running as run {run_id} on {worker_id}"
-    return f"this instant already has run {run_id} ({status})"
 
 
 def _upstream_verdict(

@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from app.claims import Claim
 from app.config import Settings
 from app.db import Database
 from app.driver import DriverConnection
 from app.errors import DatabaseError, ValueRefused
-from app.lock import Claim
 from app.models import RunStatus
 from app.outcomes import Finished, Outcome, duplicate_success, finish_on, finish_run, takeover_of
 

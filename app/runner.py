@@ -21,23 +21,14 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.alerts import after_run
+from app.claims import Claim, ClaimRequest, ClaimResult, NextClaim, PreCheckFailed, Skip, Wait
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheck, PreCheckContext, RunContext
 from app.lease import Heartbeat
-from app.lock import (
-    Claim,
-    ClaimRequest,
-    ClaimResult,
-    NextClaim,
-    PreCheckFailed,
-    Skip,
-    Wait,
-    claim_next,
-    claim_run,
-)
+from app.lock import claim_next, claim_run
 from app.logs import job_scope, scrub
 from app.models import RunStatus
 from app.outcomes import Outcome

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app import metrics
+from app.claims import ClaimRequest, Skip
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
@@ -30,7 +31,7 @@ from app.health import Liveness
 from app.history import streaks
 from app.interrupts import Alarm
 from app.lease import Heartbeat
-from app.lock import ClaimRequest, Skip, ensure_jobs
+from app.lock import ensure_jobs
 from app.models import RunStatus, Trigger
 from app.outcomes import (
     Missed,

@@ -20,8 +20,9 @@ import psycopg
 from psycopg import pq
 from sqlalchemy import event
 
+from app.claims import Claim, ClaimRequest
 from app.db import Database
-from app.lock import Claim, ClaimRequest, claim_run, ensure_jobs
+from app.lock import claim_run, ensure_jobs
 from app.models import RunStatus
 from app.outcomes import Outcome, finish_run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from app.claims import Skip, Wait
 from app.cli.common import (
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -19,7 +20,7 @@ from app.history import (
     get_run,
     latest_attempt,
 )
-from app.lock import Skip, Wait, ensure_jobs
+from app.lock import ensure_jobs
 from app.models import RunStatus, Trigger
 from app.registry import (
     unknown_job_message,

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from app.claims import ClaimRequest, ClaimResult
 from app.db import Database
-from app.lock import ClaimRequest, ClaimResult, claim_run, ensure_jobs
+from app.lock import claim_run, ensure_jobs
 
 INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from app.claims import Claim, ClaimRequest, Skip
 from app.db import Database
-from app.lock import Claim, ClaimRequest, Skip, claim_next, claim_run, ensure_jobs
+from app.lock import claim_next, claim_run, ensure_jobs
 from app.models import RunStatus
 from app.outcomes import Outcome, finish_run
 from tests.integration.helpers import INSTANT

@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from app.claims import Claim
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseUnavailable
 from app.interrupts import Alarm
 from app.job import Job, RunContext
 from app.lease import Heartbeat, Lease
-from app.lock import Claim
 from app.outcomes import record_missed, renew_lease
 from app.registry import JobRegistry, configure
 from app.runner import execute
