@@ -34,13 +34,16 @@ JOBS = [flaky]
 
 @pytest.fixture
 def webhook():
+    """A local endpoint: its URL, the payloads it received, and the statuses to answer
+    (in order, then 204; a test may append to the list before any POST)."""
     received: list[dict] = []
+    statuses: list[int] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             length = int(self.headers["Content-Length"])
             received.append(json.loads(self.rfile.read(length)))
-            self.send_response(204)
+            self.send_response(statuses.pop(0) if statuses else 204)
             self.end_headers()
 
         def log_message(self, *args):
@@ -49,13 +52,14 @@ def webhook():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield url, received, statuses
     server.shutdown()
     server.server_close()
 
 
 def test_one_alert_per_streak_and_one_recovery(db_url: str, tmp_path: Path, webhook):
-    url, received = webhook
+    url, received, _ = webhook
     module = tmp_path / "alert_jobs.py"
     module.write_text(JOBS)
     flag = tmp_path / "fixed"
@@ -164,31 +168,12 @@ def test_failures_of_a_pre_check_open_the_alert_too(database: Database, caplog):
         assert alerted.scalar_one() is not None
 
 
-def test_webhooks_are_retried_and_arrive_in_order():
+def test_webhooks_are_retried_and_arrive_in_order(webhook):
     """The first POST meets a 503: it is tried again, and the second message waits its turn."""
-    arrived: list[tuple[int, str]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            length = int(self.headers["Content-Length"])
-            event = json.loads(self.rfile.read(length))["event"]
-            arrived.append((len(arrived) + 1, event))
-            self.send_response(503 if len(arrived) == 1 else 204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        settings = Settings.from_env({"ALERT_WEBHOOK_URL": url})
-        alerts._post(settings, {"event": "job_failing", "job": "a"})
-        alerts._post(settings, {"event": "job_recovered", "job": "a"})
-        alerts.flush()
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert arrived == [(1, "job_failing"), (2, "job_failing"), (3, "job_recovered")]
+    url, received, statuses = webhook
+    statuses.append(503)
+    settings = Settings.from_env({"ALERT_WEBHOOK_URL": url})
+    alerts._post(settings, {"event": "job_failing", "job": "a"})
+    alerts._post(settings, {"event": "job_recovered", "job": "a"})
+    alerts.flush()
+    assert [r["event"] for r in received] == ["job_failing", "job_failing", "job_recovered"]

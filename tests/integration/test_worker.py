@@ -128,22 +128,34 @@ def test_what_postgres_cannot_store_still_ends_the_run(
     assert row.error_message.startswith(expected[1])
 
 
-def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database):
-    """A data error (SQLSTATE 22) would recur; anything else is retried as an outage."""
+def _refuse_updates(
+    database: Database, *, when: str, message: str, errcode: str, unless: str = "false"
+) -> None:
+    """Make the server refuse updates of runs matching `when` (unless `unless`), with `errcode`."""
     with database.transaction() as session:
         session.execute(
             text(
                 "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN RAISE EXCEPTION 'results with refuse are refused' "
-                "USING ERRCODE = 'invalid_parameter_value'; END$$"
+                f"$$BEGIN IF NOT ({unless}) THEN RAISE EXCEPTION '{message}' "
+                f"USING ERRCODE = '{errcode}'; END IF; RETURN NEW; END$$"
             )
         )
         session.execute(
             text(
                 "CREATE TRIGGER refuse BEFORE UPDATE ON job_execution FOR EACH ROW "
-                "WHEN (NEW.result ? 'refuse') EXECUTE FUNCTION refuse()"
+                f"WHEN ({when}) EXECUTE FUNCTION refuse()"
             )
         )
+
+
+def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database):
+    """A data error (SQLSTATE 22) would recur; anything else is retried as an outage."""
+    _refuse_updates(
+        database,
+        when="NEW.result ? 'refuse'",
+        message="results with refuse are refused",
+        errcode="invalid_parameter_value",
+    )
     jobs = [Job(name="odd", body=lambda ctx: {"refuse": True}, schedule="* * * * *")]
     make_worker(database, jobs).tick(NOON)
     [row] = rows(database)
@@ -153,21 +165,12 @@ def test_an_outcome_the_server_refuses_is_recorded_as_failure(database: Database
 
 
 def test_a_failure_the_server_refuses_is_recorded_in_plain_words(database: Database):
-    with database.transaction() as session:
-        session.execute(
-            text(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = 'invalid_parameter_value'; "
-                "END$$"
-            )
-        )
-        session.execute(
-            text(
-                "CREATE TRIGGER refuse BEFORE UPDATE ON job_execution FOR EACH ROW "
-                "WHEN (NEW.status = 'FAILURE' AND NEW.error_message NOT LIKE '%(see the log)') "
-                "EXECUTE FUNCTION refuse()"
-            )
-        )
+    _refuse_updates(
+        database,
+        when="NEW.status = 'FAILURE' AND NEW.error_message NOT LIKE '%(see the log)'",
+        message="refused",
+        errcode="invalid_parameter_value",
+    )
     jobs = [Job(name="odd", body=_raise_with_nul, schedule="* * * * *")]
     make_worker(database, jobs).tick(NOON)
     [row] = rows(database)
@@ -201,19 +204,13 @@ def test_an_outcome_refused_for_another_reason_is_retried_until_it_lands(
     """A failover's read-only server refuses the write too, but not for good."""
     with database.transaction() as session:
         session.execute(text("CREATE TABLE gate (open boolean)"))
-        session.execute(
-            text(
-                "CREATE FUNCTION read_only() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$BEGIN IF NOT EXISTS (SELECT FROM gate) THEN RAISE EXCEPTION 'read-only' "
-                "USING ERRCODE = 'read_only_sql_transaction'; END IF; RETURN NEW; END$$"
-            )
-        )
-        session.execute(
-            text(
-                "CREATE TRIGGER read_only BEFORE UPDATE ON job_execution FOR EACH ROW "
-                "WHEN (NEW.status = 'SUCCESS') EXECUTE FUNCTION read_only()"
-            )
-        )
+    _refuse_updates(
+        database,
+        when="NEW.status = 'SUCCESS'",
+        message="read-only",
+        errcode="read_only_sql_transaction",
+        unless="EXISTS (SELECT FROM gate)",
+    )
     jobs = [Job(name="fine", body=lambda ctx: {"done": True}, schedule="* * * * *")]
     worker = make_worker(database, jobs)
     alive: list[bool] = []
