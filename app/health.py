@@ -1,7 +1,8 @@
 """Liveness, readiness and /metrics on METRICS_PORT, for probes and Prometheus.
 
-/healthz: the worker's loop went round recently, or a run in progress renewed its
-lease recently (a long job blocks the loop but is alive).
+/healthz: the worker's loop went round recently, or, during a run, its heartbeat
+thread said so (every 5 s, whether renewals land or not: a long job blocks the
+loop but is alive, and a database outage is not a wedged worker).
 /readyz: the database answers and its schema is at head.
 /metrics: the Prometheus exposition of `app.metrics`.
 """

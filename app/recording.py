@@ -88,8 +88,8 @@ def _record(
     settings: Settings,
     ending: Outcome,
     *,
-    delay: float | None = None,
-    expires_at: datetime | None = None,
+    delay: float | None,
+    expires_at: datetime | None,
     alive: Callable[[], None],
 ) -> tuple[Outcome, Finished]:
     """Write the outcome, retrying through an outage until it lands or the run goes stale.
