@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.errors import DatabaseError
 from app.models import RunStatus, Trigger
 
 
@@ -82,6 +83,24 @@ class ClaimRequest:
     ignore_pause: bool = False
     retry_run_id: int | None = None
     redact: Callable[[str], str] = str
+
+
+class ClaimUnacknowledged(DatabaseError):  # noqa: N818 - reads as the condition it reports
+    """The claim's COMMIT was sent but its answer never came: the run may exist, RUNNING.
+
+    Its body has not run. The worker that made it resumes it once the database
+    answers again (`app.runner.resume_claim`); anyone else sees a live run until its
+    heartbeat is STALE_JOB_THRESHOLD_SECONDS old.
+    """
+
+    def __init__(self, request: ClaimRequest, claim: Claim, cause: DatabaseError) -> None:
+        super().__init__(
+            f"{cause.message}; the claim of {claim.job_name} for "
+            f"{claim.scheduled_for.isoformat()} (run {claim.run_id}) may have committed: "
+            "if it did, it ends as abandoned once its heartbeat is stale"
+        )
+        self.request = request
+        self.claim = claim
 
 
 @dataclass(frozen=True)

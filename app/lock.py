@@ -54,6 +54,7 @@ from app.claims import (
     Claim,
     ClaimRequest,
     ClaimResult,
+    ClaimUnacknowledged,
     NextClaim,
     PreCheckFailed,
     PreCheckFn,
@@ -66,6 +67,7 @@ from app.claims import (
 from app.compiled import compile_statement
 from app.db import Database
 from app.driver import DriverConnection
+from app.errors import DatabaseError
 from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
 from app.outcomes import stored_error
 
@@ -251,16 +253,22 @@ def claim_run(database: Database, request: ClaimRequest) -> ClaimResult:
     holds the job's lock (only without `wait_for_lock`). A RUNNING run whose
     heartbeat is older than `stale_after_s` (database clock) is marked FAILURE.
     """
+    claimed: ClaimResult = None
     try:
         with database.driver() as conn:
             lock = _LOCK_OR_WAIT if request.wait_for_lock else _LOCK_OR_SKIP
             locked = conn.fetch_one(lock, {"job_name": request.job_name})
             if locked is None:
                 return None
-            return _claim_locked(conn, request, locked)
+            claimed = _claim_locked(conn, request, locked)
     except IntegrityError as exc:
         _log_refusal(request, exc)
         return None
+    except DatabaseError as exc:
+        if isinstance(claimed, Claim):  # the COMMIT went unanswered
+            raise ClaimUnacknowledged(request, claimed, exc) from exc
+        raise
+    return claimed
 
 
 def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClaim:
@@ -296,10 +304,16 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
             found = NextClaim(settled, held, position)
             if locked is None:
                 return found
-            return replace(found, result=_claim_locked(conn, requests[locked.position - 1], locked))
+            request = requests[locked.position - 1]
+            found = replace(found, result=_claim_locked(conn, request, locked))
     except IntegrityError as exc:
         _log_refusal(requests[found.position or 0], exc)
         return found
+    except DatabaseError as exc:
+        if isinstance(found.result, Claim):  # the COMMIT went unanswered
+            raise ClaimUnacknowledged(requests[found.position or 0], found.result, exc) from exc
+        raise
+    return found
 
 
 def _log_refusal(request: ClaimRequest, exc: IntegrityError) -> None:

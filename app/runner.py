@@ -21,22 +21,35 @@ from sqlalchemy.orm import Session
 
 from app import metrics
 from app.alerts import after_run
-from app.claims import Claim, ClaimRequest, ClaimResult, NextClaim, PreCheckFailed, Skip, Wait
+from app.claims import (
+    Claim,
+    ClaimRequest,
+    ClaimResult,
+    ClaimUnacknowledged,
+    NextClaim,
+    PreCheckFailed,
+    Skip,
+    Wait,
+)
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
 from app.interrupts import Alarm, RunInterrupted
 from app.job import Job, PreCheck, PreCheckContext, RunContext
-from app.lease import Heartbeat
+from app.lease import MAX_RENEWAL_WAIT_S, Heartbeat
 from app.lock import claim_next, claim_run
 from app.logs import job_scope, scrub
 from app.models import RunStatus
-from app.outcomes import Outcome
+from app.outcomes import Outcome, finish_run, renew_lease
 from app.recording import close_transaction, log_outcome, record_outcome
 
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 64 * 1024
+UNANSWERED_TOO_LATE = (
+    "missed: the claim's commit went unanswered, and the job's next instant came "
+    "before the database answered again"
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,62 @@ def attempt_next(
         database, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat
     )
     return NextAttempt(picked, result)
+
+
+def resume_claim(
+    database: Database,
+    job: Job,
+    unanswered: ClaimUnacknowledged,
+    settings: Settings,
+    *,
+    too_late: bool,
+    alarm: Alarm,
+    heartbeat: Heartbeat | None = None,
+) -> RunOutcome | None:
+    """Settle a claim whose COMMIT went unanswered, now that the database answers.
+
+    If the claim did commit, its run is RUNNING under this worker and nobody is
+    running it: run it now or, once the job's next instant has come, record it
+    MISSED. None when there is no such run (the claim rolled back, or its heartbeat
+    went stale and another worker took it over): the instant is claimed afresh.
+    """
+    claim = unanswered.claim
+    fields = {
+        "job": job.name,
+        "run_id": claim.run_id,
+        "scheduled_for": claim.scheduled_for.isoformat(),
+    }
+    with job_scope(job.name):
+        if too_late:
+            missed = Outcome(RunStatus.MISSED, error=UNANSWERED_TOO_LATE)
+            if not finish_run(database, claim.run_id, missed).landed:
+                return None
+            metrics.RUNS.labels(job_name=job.name, outcome="missed").inc()
+            logger.warning(
+                "run %s: %s",
+                claim.run_id,
+                UNANSWERED_TOO_LATE,
+                extra={"event": "claim_unanswered", **fields, "outcome": RunStatus.MISSED},
+            )
+            return RunOutcome(claim.run_id, RunStatus.MISSED, 0.0, UNANSWERED_TOO_LATE)
+        # The renewal lands only on a RUNNING run, and a takeover waits for it on the
+        # row (or it for the takeover): exactly one of the two goes on with the run.
+        if not renew_lease(database, claim.run_id, timeout_s=MAX_RENEWAL_WAIT_S):
+            return None
+        logger.warning(
+            "run %s: its claim committed though the answer was lost; running it now",
+            claim.run_id,
+            extra={"event": "claim_unanswered", **fields, "outcome": RunStatus.RUNNING},
+        )
+        return execute(
+            database,
+            job,
+            claim,
+            settings,
+            expires_at=unanswered.request.expires_at,
+            alarm=alarm,
+            heartbeat=heartbeat,
+        )
 
 
 def _follow(

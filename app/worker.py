@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app import metrics
-from app.claims import ClaimRequest, Skip
+from app.claims import ClaimRequest, ClaimUnacknowledged, Skip
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
@@ -42,7 +42,7 @@ from app.outcomes import (
     record_missed,
 )
 from app.registry import ConfiguredJob
-from app.runner import AttemptResult, RunOutcome, attempt_next, claim_request
+from app.runner import AttemptResult, RunOutcome, attempt_next, claim_request, resume_claim
 from app.systemd import Notifier
 
 logger = logging.getLogger(__name__)
@@ -172,6 +172,8 @@ class Worker:
         self._outage_backoff_s = 0.0
         self._skew_checked_at: datetime | None = None
         self._without_history: set[str] = set()
+        # Claims whose COMMIT went unanswered, settled first once the database answers.
+        self._unanswered: list[tuple[Due, ClaimUnacknowledged]] = []
 
     # -- scheduling (pure) ---------------------------------------------------
 
@@ -394,6 +396,7 @@ class Worker:
         a tick instead of queueing behind each other's locks.
         """
         report = TickReport()
+        self._resume_unanswered(report)
         still_pending: list[Due] = []
         queue = deque(self.pending)
         requests: dict[tuple[str, datetime], ClaimRequest] = {}
@@ -405,13 +408,19 @@ class Worker:
             if not window:
                 break
             candidates = [(item.job.job, self._request(item, requests)) for item in window]
-            attempt = attempt_next(
-                self.database,
-                candidates,
-                settings=self.settings,
-                alarm=self.alarm,
-                heartbeat=self.heartbeat,
-            )
+            try:
+                attempt = attempt_next(
+                    self.database,
+                    candidates,
+                    settings=self.settings,
+                    alarm=self.alarm,
+                    heartbeat=self.heartbeat,
+                )
+            except ClaimUnacknowledged as exc:
+                key = (exc.claim.job_name, exc.claim.scheduled_for)
+                claimed = next(w for w in window if (w.job.name, w.scheduled_for) == key)
+                self._unanswered.append((claimed, exc))
+                raise
             found = attempt.claim
             report.skipped += len(found.settled)
             still_pending += [window[i] for i in found.held]
@@ -424,6 +433,31 @@ class Worker:
         self._poll = 0 if progressed else min(self._poll + 1, len(POLL_DELAYS_S) - 1)
         self.pending = still_pending
         return report
+
+    def _resume_unanswered(self, report: TickReport) -> None:
+        """Settle the claims whose COMMIT went unanswered, before claiming anything else.
+
+        Until then, every claim of their instants (this worker's too) sees a live run.
+        """
+        while self._unanswered and not self.stop_event.is_set():
+            item, unanswered = self._unanswered[0]
+            outcome = resume_claim(
+                self.database,
+                item.job.job,
+                unanswered,
+                self.settings,
+                too_late=self.clock() >= item.expires_at,
+                alarm=self.alarm,
+                heartbeat=self.heartbeat,
+            )
+            self._unanswered.pop(0)
+            if outcome is None:
+                continue  # no such run: its instant stays pending, to be claimed afresh
+            self.pending = [due for due in self.pending if due is not item]
+            if outcome.status == RunStatus.MISSED:
+                report.missed += 1
+            else:
+                self._count_attempt(item, outcome, report, [])
 
     def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""

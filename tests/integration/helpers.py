@@ -9,8 +9,12 @@ from typing import Any
 from sqlalchemy import text
 
 from app.claims import ClaimRequest, ClaimResult
+from app.config import Settings
 from app.db import Database
+from app.job import Job
 from app.lock import claim_run, ensure_jobs
+from app.registry import JobRegistry, configure
+from app.worker import Clock, Worker, utc_now
 
 INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -64,3 +68,35 @@ def wait_for_lock_wait(database: Database, query_start: str) -> None:
                 return
         threading.Event().wait(0.05)
     raise AssertionError(f"no statement {query_start!r} ever waited for a lock")
+
+
+class FrozenClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+def worker_for(
+    database: Database,
+    jobs: list[Job],
+    *,
+    environ: dict[str, str] | None = None,
+    clock: Clock | None = None,
+    start_at: datetime | None = None,
+    worker_id: str = "test:1",
+) -> Worker:
+    """A started Worker on `jobs`, configured from `environ` alone."""
+    settings = Settings.from_env(environ or {})
+    worker = Worker(
+        database,
+        configure(JobRegistry(jobs), settings),
+        settings,
+        worker_id=worker_id,
+        clock=clock or utc_now,
+    )
+    worker.start(now=start_at)
+    return worker

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -65,6 +65,18 @@ class Relay:
         self.port: int = self._listener.getsockname()[1]
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._sockets: list[socket.socket] = []
+        self._loss: AnswerLoss | None = None
+
+    def lose_commit(self, after: bytes, *, reaches_server: bool) -> AnswerLoss:
+        """End the connection over one COMMIT: the first one sent after `after`.
+
+        With `reaches_server`, the server gets the COMMIT and commits, and only its
+        answer is lost; without, the COMMIT is lost and the server rolls back.
+        Either way the client sees the same broken connection, as when a network
+        fails at the wrong moment.
+        """
+        self._loss = AnswerLoss(after, reaches_server=reaches_server)
+        return self._loss
 
     def start(self) -> Relay:
         """Begin accepting in a daemon thread."""
@@ -94,8 +106,12 @@ class Relay:
                 client.close()
                 continue
             self._sockets += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                thread = threading.Thread(target=_pipe, args=(source, sink), daemon=True)
+            line = _Line(self._loss)
+            for source, sink, passes in (
+                (client, server, line.from_client),
+                (server, client, line.from_server),
+            ):
+                thread = threading.Thread(target=_pipe, args=(source, sink, passes), daemon=True)
                 self._threads.append(thread)
                 thread.start()
 
@@ -111,10 +127,49 @@ class Relay:
         return socket.create_connection(self._upstream)
 
 
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    """Copy until either end stops; then end both, and close the end this thread reads."""
+class AnswerLoss:
+    """The COMMIT over which to end a connection: see `Relay.lose_commit`."""
+
+    def __init__(self, after: bytes, *, reaches_server: bool) -> None:
+        self.after = after
+        self.reaches_server = reaches_server
+        self.lost = threading.Event()  # set once that COMMIT was sent
+
+    def take(self) -> bool:
+        """True for the one COMMIT whose answer is lost; False for every later one."""
+        if self.lost.is_set():
+            return False
+        self.lost.set()
+        return True
+
+
+class _Line:
+    """One relayed connection, watched for the COMMIT over which to end it."""
+
+    def __init__(self, loss: AnswerLoss | None) -> None:
+        self._loss = loss
+        self._armed = False
+        self._cut = False
+
+    def from_client(self, data: bytes) -> bool:
+        """Pass everything on but the COMMIT to lose, unless it is to reach the server."""
+        loss = self._loss
+        if loss is None or loss.lost.is_set():
+            return True
+        self._armed = self._armed or loss.after in data
+        # Cut before the COMMIT goes on, so its answer can only come after.
+        self._cut = self._armed and b"COMMIT" in data and loss.take()
+        return loss.reaches_server or not self._cut
+
+    def from_server(self, _data: bytes) -> bool:
+        """Pass the server's answers on until the COMMIT to lose is sent."""
+        return not self._cut
+
+
+def _pipe(source: socket.socket, sink: socket.socket, passes: Callable[[bytes], bool]) -> None:
+    """Copy what `passes` until either end stops; then end both, and close the end read."""
     with suppress(OSError):
-        while data := source.recv(65536):
+        while (data := source.recv(65536)) and passes(data):
             sink.sendall(data)
     for end in (source, sink):
         with suppress(OSError):

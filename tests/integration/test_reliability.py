@@ -24,10 +24,16 @@ from app.interrupts import Alarm
 from app.job import Job, RunContext
 from app.lease import Heartbeat, Lease
 from app.outcomes import record_missed, renew_lease
-from app.registry import JobRegistry, configure
 from app.runner import execute
-from app.worker import MAX_MISSED_SCAN, Worker, utc_now
-from tests.integration.helpers import INSTANT, age_run, claim, rows, wait_for_lock_wait
+from app.worker import MAX_MISSED_SCAN, utc_now
+from tests.integration.helpers import (
+    INSTANT,
+    age_run,
+    claim,
+    rows,
+    wait_for_lock_wait,
+    worker_for,
+)
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 FAST = {"STALE_JOB_THRESHOLD_SECONDS": "1", "HEARTBEAT_INTERVAL_SECONDS": "0.1"}
@@ -41,19 +47,6 @@ def wait_until(predicate, timeout_s: float = 30) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition never became true")
-
-
-def worker_for(database, jobs, *, environ=None, clock=None, start_at=None) -> Worker:
-    settings = Settings.from_env(environ or {})
-    worker = Worker(
-        database,
-        configure(JobRegistry(jobs), settings),
-        settings,
-        worker_id="test:1",
-        clock=clock or utc_now,
-    )
-    worker.start(now=start_at)
-    return worker
 
 
 def refuse_connections(admin_url: str, db_url: str, refused: bool) -> None:

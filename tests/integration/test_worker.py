@@ -14,19 +14,9 @@ from app.job import Job, PreCheckContext, RunContext
 from app.recording import UNSTORABLE
 from app.registry import JobRegistry, configure
 from app.worker import Worker
-from tests.integration.helpers import rows
+from tests.integration.helpers import FrozenClock, rows, worker_for
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-class FrozenClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, moment: datetime) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
 
 
 def make_worker(
@@ -37,16 +27,14 @@ def make_worker(
     worker_id: str = "test:1",
     clock: FrozenClock | None = None,
 ) -> Worker:
-    settings = Settings.from_env(environ or {})
-    worker = Worker(
+    return worker_for(
         database,
-        configure(JobRegistry(jobs), settings),
-        settings,
-        worker_id=worker_id,
+        jobs,
+        environ=environ,
         clock=clock or FrozenClock(NOON + timedelta(seconds=1)),
+        start_at=NOON - timedelta(seconds=1),
+        worker_id=worker_id,
     )
-    worker.start(now=NOON - timedelta(seconds=1))
-    return worker
 
 
 def test_tick_runs_due_jobs_in_registration_order(database: Database):
