@@ -294,6 +294,25 @@ def takeover_of(database: Database, run_id: int, job_name: str) -> Takeover | No
     return None if row is None else Takeover(row.status, row.error_message, current)
 
 
+def finish_held(
+    database: Database, run_id: int, sent: Sequence[Outcome]
+) -> tuple[Outcome, Finished] | None:
+    """Which of `sent`, finishes whose answers were lost, the run holds: that one landed.
+
+    Only the run's own worker writes SUCCESS or its own error to it; a takeover
+    writes FAILURE with an `abandoned: ...` error, which matches none of them.
+    """
+    held = select(_run.status, _run.error_message, _run.retry_at).where(_run.id == run_id)
+    with database.autocommit() as conn:
+        row = conn.execute(held).first()
+    if row is None:
+        return None
+    for outcome in sent:
+        if (row.status, row.error_message) == (outcome.status, stored_error(outcome.error)):
+            return outcome, Finished(True, row.retry_at)
+    return None
+
+
 def database_now(database: Database) -> datetime:
     """The database clock, for comparing with the worker's."""
     with database.autocommit() as conn:

@@ -23,7 +23,15 @@ from app.db import Database
 from app.driver import DriverConnection
 from app.errors import DatabaseError, ValueRefused
 from app.models import RunStatus
-from app.outcomes import Finished, Outcome, duplicate_success, finish_on, finish_run, takeover_of
+from app.outcomes import (
+    Finished,
+    Outcome,
+    duplicate_success,
+    finish_held,
+    finish_on,
+    finish_run,
+    takeover_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,7 @@ def record_outcome(
     Returns the outcome actually recorded, which is FAILURE when the commit failed
     or the body rolled the transaction back.
     """
+    unanswered: list[Outcome] = []
     if conn is not None:
         if ending.status == RunStatus.SUCCESS and not conn.in_transaction():
             ending = Outcome(RunStatus.FAILURE, error="the job rolled its transaction back")
@@ -71,14 +80,23 @@ def record_outcome(
                         conn.commit()
                     return ending, finished
         except DatabaseError as exc:
-            # The transaction is lost with its writes: record what happened instead.
+            # Most likely the transaction is lost with its writes: record that instead.
+            # If only the COMMIT's answer was lost, the run holds the SUCCESS.
+            unanswered.append(ending)
             ending = Outcome(RunStatus.FAILURE, error=f"commit failed: {exc.message}")
         except IntegrityError:
             ending = duplicate_success(claim.run_id)  # the body's writes roll back with it
         finally:
             close_transaction(conn)
     return _record(
-        database, claim, settings, ending, delay=delay, expires_at=expires_at, alive=alive
+        database,
+        claim,
+        settings,
+        ending,
+        delay=delay,
+        expires_at=expires_at,
+        alive=alive,
+        unanswered=unanswered,
     )
 
 
@@ -91,19 +109,25 @@ def _record(
     delay: float | None,
     expires_at: datetime | None,
     alive: Callable[[], None],
+    unanswered: list[Outcome],
 ) -> tuple[Outcome, Finished]:
     """Write the outcome, retrying through an outage until it lands or the run goes stale.
 
-    Returns the outcome written: FAILURE in place of one the server refused to store.
+    Returns the outcome written: FAILURE in place of one the server refused to store,
+    or one of `unanswered` (writes whose answers were lost) if that had landed.
     `alive` is called between tries: retrying is progress, not a wedged worker.
     """
     give_up_at = time.monotonic() + settings.stale_threshold_s
     attempts = 0
     while True:
         try:
-            return ending, finish_run(
+            finished = finish_run(
                 database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
             )
+            if finished.landed or not unanswered:
+                return ending, finished
+            # No longer RUNNING: an earlier write landed, or another worker took over.
+            return finish_held(database, claim.run_id, unanswered) or (ending, finished)
         except DatabaseError as exc:
             if isinstance(exc, ValueRefused) and ending != UNSTORABLE:
                 # Writing the same values again would fail again: record why, as FAILURE;
@@ -119,6 +143,8 @@ def _record(
                 detailed = Outcome(RunStatus.FAILURE, error=f"outcome not stored: {exc.message}")
                 ending = UNSTORABLE if plain else detailed
                 continue
+            if ending not in unanswered:
+                unanswered.append(ending)  # it may have landed with only its answer lost
             if attempts == 0:
                 logger.error(
                     "could not record run %s as %s: %s; retrying",

@@ -67,15 +67,15 @@ class Relay:
         self._sockets: list[socket.socket] = []
         self._loss: AnswerLoss | None = None
 
-    def lose_commit(self, after: bytes, *, reaches_server: bool) -> AnswerLoss:
-        """End the connection over one COMMIT: the first one sent after `after`.
+    def break_over(self, sent: bytes, *, after: bytes = b"", reaches_server: bool) -> AnswerLoss:
+        """End one connection over a message: the first holding `sent`, once `after` was sent.
 
-        With `reaches_server`, the server gets the COMMIT and commits, and only its
-        answer is lost; without, the COMMIT is lost and the server rolls back.
-        Either way the client sees the same broken connection, as when a network
-        fails at the wrong moment.
+        With `reaches_server`, the server gets the message and acts on it (commits,
+        say), and only its answer is lost; without, the message is lost too. Either
+        way the client sees the same broken connection, as when a network fails at
+        the wrong moment.
         """
-        self._loss = AnswerLoss(after, reaches_server=reaches_server)
+        self._loss = AnswerLoss(sent, after, reaches_server=reaches_server)
         return self._loss
 
     def start(self) -> Relay:
@@ -128,15 +128,16 @@ class Relay:
 
 
 class AnswerLoss:
-    """The COMMIT over which to end a connection: see `Relay.lose_commit`."""
+    """The message over which to end a connection: see `Relay.break_over`."""
 
-    def __init__(self, after: bytes, *, reaches_server: bool) -> None:
+    def __init__(self, sent: bytes, after: bytes, *, reaches_server: bool) -> None:
+        self.sent = sent
         self.after = after
         self.reaches_server = reaches_server
-        self.lost = threading.Event()  # set once that COMMIT was sent
+        self.lost = threading.Event()  # set once that message was sent
 
     def take(self) -> bool:
-        """True for the one COMMIT whose answer is lost; False for every later one."""
+        """True for the one message whose answer is lost; False for every later one."""
         if self.lost.is_set():
             return False
         self.lost.set()
@@ -144,7 +145,7 @@ class AnswerLoss:
 
 
 class _Line:
-    """One relayed connection, watched for the COMMIT over which to end it."""
+    """One relayed connection, watched for the message over which to end it."""
 
     def __init__(self, loss: AnswerLoss | None) -> None:
         self._loss = loss
@@ -152,17 +153,18 @@ class _Line:
         self._cut = False
 
     def from_client(self, data: bytes) -> bool:
-        """Pass everything on but the COMMIT to lose, unless it is to reach the server."""
+        """Pass everything on but the message to lose, unless it is to reach the server."""
         loss = self._loss
         if loss is None or loss.lost.is_set():
             return True
+        # The message that arms the line may hold the one to lose too (b"" arms at once).
         self._armed = self._armed or loss.after in data
-        # Cut before the COMMIT goes on, so its answer can only come after.
-        self._cut = self._armed and b"COMMIT" in data and loss.take()
+        # Cut before the message goes on, so its answer can only come after.
+        self._cut = self._armed and loss.sent in data and loss.take()
         return loss.reaches_server or not self._cut
 
     def from_server(self, _data: bytes) -> bool:
-        """Pass the server's answers on until the COMMIT to lose is sent."""
+        """Pass the server's answers on until the message to lose is sent."""
         return not self._cut
 
 

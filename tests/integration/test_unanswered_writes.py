@@ -1,0 +1,175 @@
+"""Writes whose answers never come: the worker learns from the table what happened.
+
+The relay ends a connection over a claim's COMMIT, or over a run's finish,
+either after the server got it (it committed; only the answer is lost) or before
+(it rolled back). The worker sees the same broken connection both times; the
+table tells them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.claims import ClaimUnacknowledged
+from app.db import Database
+from app.job import Job, RunContext
+from app.runner import UNANSWERED_TOO_LATE
+from app.worker import Worker
+from tests.integration.helpers import FrozenClock, rows, worker_for
+from tests.integration.network import AnswerLoss, Relay, through, upstream_of
+
+NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+CLAIM_INSERT = b"INSERT INTO job_execution"
+FINISH = b"UPDATE job_execution SET status="
+
+
+@pytest.fixture
+def relay(pg_admin_url: str) -> Iterator[Relay]:
+    relay = Relay(upstream_of(pg_admin_url)).start()
+    yield relay
+    relay.close()
+
+
+@pytest.fixture
+def ledger(database: Database) -> Database:
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE ledger (instant timestamptz PRIMARY KEY, amount int)"))
+    return database
+
+
+@pytest.fixture
+def relayed(db_url: str, relay: Relay) -> Iterator[Database]:
+    """The test's database, reached through the relay."""
+    database = Database(through(db_url, relay.port))
+    yield database
+    database.dispose()
+
+
+def _broken_claim(
+    relay: Relay, relayed: Database, clock: FrozenClock, ran: list[int], *, reaches_server: bool
+) -> Worker:
+    """A worker whose first claim's COMMIT ended its connection."""
+
+    def sync(ctx: RunContext) -> None:
+        ran.append(ctx.run_id)
+
+    loss: AnswerLoss = relay.break_over(
+        b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server
+    )
+    jobs = [Job(name="sync", body=sync, schedule="* * * * *")]
+    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+    with pytest.raises(ClaimUnacknowledged, match="may have committed"):
+        worker.tick(clock())
+    assert loss.lost.is_set()
+    return worker
+
+
+@pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
+def test_an_unanswered_claim_runs_once_when_the_database_answers_again(
+    database: Database, relay: Relay, relayed: Database, reaches_server: bool
+):
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    ran: list[int] = []
+    worker = _broken_claim(relay, relayed, clock, ran, reaches_server=reaches_server)
+    claimed = [(r.status, r.scheduled_for) for r in rows(database)]
+    assert claimed == ([("RUNNING", NOON)] if reaches_server else [])
+    assert ran == []
+
+    report = worker.tick(clock())
+
+    [run] = rows(database)
+    assert (run.status, run.scheduled_for) == ("SUCCESS", NOON)
+    assert ran == [run.id]
+    assert [(o.run_id, o.status) for o in report.outcomes] == [(run.id, "SUCCESS")]
+
+
+def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
+    database: Database, relay: Relay, relayed: Database
+):
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    ran: list[int] = []
+    worker = _broken_claim(relay, relayed, clock, ran, reaches_server=True)
+    clock.moment = NOON + timedelta(minutes=1, seconds=1)
+
+    report = worker.tick(clock())
+
+    missed, ran_next = rows(database)
+    assert (missed.status, missed.scheduled_for, missed.error_message) == (
+        "MISSED",
+        NOON,
+        UNANSWERED_TOO_LATE,
+    )
+    assert (ran_next.status, ran_next.scheduled_for) == ("SUCCESS", NOON + timedelta(minutes=1))
+    assert ran == [ran_next.id]
+    assert report.missed == 1
+    assert [o.status for o in report.outcomes] == ["SUCCESS"]
+
+
+def _fenced(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "run_fenced"]
+
+
+@pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "write-lost"])
+def test_a_finish_whose_answer_was_lost_is_known_to_have_landed(
+    database: Database,
+    relay: Relay,
+    relayed: Database,
+    reaches_server: bool,
+    caplog: pytest.LogCaptureFixture,
+):
+    def fails(ctx: RunContext) -> None:
+        raise RuntimeError("provider said 503")
+
+    loss = relay.break_over(FINISH, reaches_server=reaches_server)
+    jobs = [Job(name="sync", body=fails, schedule="* * * * *")]
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+
+    [outcome] = worker.tick(clock()).outcomes
+
+    assert loss.lost.is_set()
+    assert (outcome.status, outcome.recorded) == ("FAILURE", True)
+    [run] = rows(database)
+    assert (run.status, run.error_message) == ("FAILURE", "RuntimeError: provider said 503")
+    assert _fenced(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("reaches_server", "recorded", "ledger_rows"),
+    [(True, "SUCCESS", [100]), (False, "FAILURE", [])],
+    ids=["answer-lost", "commit-lost"],
+)
+def test_a_transactional_commit_whose_answer_was_lost_is_read_back(
+    ledger: Database,
+    relay: Relay,
+    relayed: Database,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    reaches_server: bool,
+    recorded: str,
+    ledger_rows: list[int],
+):
+    def book(ctx: RunContext) -> dict[str, int]:
+        ctx.session().execute(
+            text("INSERT INTO ledger VALUES (:at, 100)"), {"at": ctx.scheduled_for}
+        )
+        return {"booked": 100}
+
+    loss = relay.break_over(b"COMMIT", after=FINISH, reaches_server=reaches_server)
+    jobs = [Job(name="book", body=book, schedule="* * * * *", transactional=True)]
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+
+    [outcome] = worker.tick(clock()).outcomes
+
+    assert loss.lost.is_set()
+    assert (outcome.status, outcome.recorded) == (recorded, True)
+    [run] = rows(ledger)
+    assert run.status == recorded
+    with ledger.transaction() as session:
+        assert list(session.execute(text("SELECT amount FROM ledger")).scalars()) == ledger_rows
+    assert _fenced(caplog) == []
