@@ -12,6 +12,8 @@ interrupted. ``-v`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,7 +28,7 @@ from app.cli.schema import cmd_check, cmd_migrate
 from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
 from app.cli.views import cmd_history, cmd_jobs, cmd_next
 from app.cli.worker import cmd_worker
-from app.errors import CronlockError
+from app.errors import ConfigError, CronlockError
 from app.models import RunStatus
 
 
@@ -145,16 +147,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the command, and map errors to exit codes."""
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, Deployment], int] = args.handler
-    load_dotenv(Path.cwd() / ".env", override=False)
+    env_file = Path.cwd() / ".env"
+    from_file = _load_env_file(env_file)
     try:
         return handler(args, load_deployment())
     except CronlockError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"cronlock {args.command}: error: {exc.message}", file=sys.stderr)
+        message = exc.message
+        if isinstance(exc, ConfigError):
+            message += _set_in_file(message, from_file, env_file)
+        print(f"cronlock {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"cronlock {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         alerts.flush()
+
+
+def _load_env_file(path: Path) -> set[str]:
+    """Load `path` under the real environment, which wins; the variables it set."""
+    before = set(os.environ)
+    load_dotenv(path, override=False)
+    return set(os.environ) - before
+
+
+def _set_in_file(message: str, from_file: set[str], path: Path) -> str:
+    """Where a variable the message names was set, when that was the .env file."""
+    named = sorted(v for v in from_file if re.search(rf"\b{re.escape(v)}\b", message))
+    if not named:
+        return ""
+    return f" ({', '.join(named)} set in {path})"

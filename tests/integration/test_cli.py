@@ -278,6 +278,21 @@ def test_dotenv_is_read_and_the_real_environment_wins(tmp_path, env):
     assert _columns(overridden.stdout)[1]["ENABLED"] == "yes"
 
 
+def test_a_bad_value_from_dotenv_says_it_came_from_there(tmp_path, env):
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"DATABASE_URL={env['DATABASE_URL']}\nFLAKY_ENABLED=maybe\n")
+    from_file = cronlock("jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"])
+    assert from_file.returncode == 2
+    assert "FLAKY_ENABLED='maybe' is not a boolean" in from_file.stderr
+    assert f"(FLAKY_ENABLED set in {env_file})" in from_file.stderr
+
+    env_file.write_text(f"DATABASE_URL={env['DATABASE_URL']}\n")
+    from_environment = run(tmp_path, env, "jobs", FLAKY_ENABLED="maybe")
+    assert from_environment.returncode == 2
+    assert "FLAKY_ENABLED='maybe'" in from_environment.stderr
+    assert "set in" not in from_environment.stderr
+
+
 def test_a_typo_in_a_job_variable_is_warned_about(tmp_path, env):
     result = run(tmp_path, env, "jobs", SYNC_INVOCES_ENABLED="false")
     assert result.returncode == 0
