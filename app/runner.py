@@ -132,9 +132,31 @@ def attempt_run(
     alarm: Alarm | None = None,
     heartbeat: Heartbeat | None = None,
 ) -> AttemptResult:
-    """Claim `request` (see `claim_request`) and, if this worker wins, run it to an outcome."""
-    with job_scope(job.name):
-        claimed = claim_run(database, request)
+    """Claim `request` (see `claim_request`) and, if this worker wins, run it to an outcome.
+
+    A claim whose COMMIT goes unanswered is settled at once: a command has no
+    later pass to settle it in, and its run would look live until stale.
+    """
+    try:
+        with job_scope(job.name):
+            claimed = claim_run(database, request)
+    except ClaimUnacknowledged as unanswered:
+        try:
+            resumed = resume_claim(
+                database,
+                job,
+                unanswered,
+                settings,
+                too_late=False,
+                alarm=alarm or Alarm(),
+                heartbeat=heartbeat,
+            )
+        except DatabaseError:
+            raise unanswered from None  # still unreachable: say what may be left RUNNING
+        if resumed is not None:
+            return resumed
+        with job_scope(job.name):
+            claimed = claim_run(database, request)
     return _follow(database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
 
 

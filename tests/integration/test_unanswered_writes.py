@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -19,6 +20,7 @@ from app.db import Database
 from app.job import Job, RunContext
 from app.runner import UNANSWERED_TOO_LATE
 from app.worker import Worker
+from tests.integration.cli_helpers import cronlock
 from tests.integration.helpers import FrozenClock, rows, worker_for
 from tests.integration.network import AnswerLoss, Relay, through, upstream_of
 
@@ -85,6 +87,35 @@ def test_an_unanswered_claim_runs_once_when_the_database_answers_again(
     assert (run.status, run.scheduled_for) == ("SUCCESS", NOON)
     assert ran == [run.id]
     assert [(o.run_id, o.status) for o in report.outcomes] == [(run.id, "SUCCESS")]
+
+
+@pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
+def test_run_now_settles_its_unanswered_claim_before_it_exits(
+    database: Database, relay: Relay, db_url: str, tmp_path: Path, reaches_server: bool
+):
+    module = tmp_path / "jobs.py"
+    module.write_text(
+        "from app.job import job\n\n"
+        "@job('sync', schedule='* * * * *')\n"
+        "def sync(ctx):\n"
+        "    return {'ran': ctx.run_id}\n\n"
+        "JOBS = [sync]\n"
+    )
+    loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
+
+    result = cronlock(
+        "run",
+        "sync",
+        cwd=tmp_path,
+        DATABASE_URL=through(db_url, relay.port),
+        JOBS_MODULE=str(module),
+    )
+
+    assert loss.lost.is_set()
+    assert result.returncode == 0, result.stderr
+    [run] = rows(database)
+    assert (run.status, run.result) == ("SUCCESS", {"ran": run.id})
+    assert f"run {run.id} of sync: SUCCESS" in result.stdout
 
 
 def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
