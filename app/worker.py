@@ -82,6 +82,10 @@ class Due:
     retry: bool = False
 
 
+def _without(items: Sequence[Due], removed: Sequence[Due]) -> list[Due]:
+    return [item for item in items if not any(item is gone for gone in removed)]
+
+
 @dataclass
 class TickReport:
     """What this worker did: outcomes of the runs it claimed, skips, misses."""
@@ -396,10 +400,11 @@ class Worker:
         a tick instead of queueing behind each other's locks.
         """
         report = TickReport()
-        self._resume_unanswered(report)
+        resumed = self._resume_unanswered(report)
         still_pending: list[Due] = []
-        queue = deque(self.pending)
+        queue = deque(_without(self.pending, resumed))
         requests: dict[tuple[str, datetime], ClaimRequest] = {}
+        unanswered_before = False
         while queue:
             if self.stop_event.is_set():
                 still_pending += queue
@@ -420,7 +425,13 @@ class Worker:
                 key = (exc.claim.job_name, exc.claim.scheduled_for)
                 claimed = next(w for w in window if (w.job.name, w.scheduled_for) == key)
                 self._unanswered.append((claimed, exc))
-                raise
+                if unanswered_before:
+                    raise  # twice in one pass: back off, as for an outage
+                unanswered_before = True
+                # At once: `worker --once` has no later pass. Raises while unreachable.
+                resumed = self._resume_unanswered(report)
+                queue.extendleft(reversed(_without(window, resumed)))
+                continue
             found = attempt.claim
             report.skipped += len(found.settled)
             still_pending += [window[i] for i in found.held]
@@ -434,11 +445,13 @@ class Worker:
         self.pending = still_pending
         return report
 
-    def _resume_unanswered(self, report: TickReport) -> None:
+    def _resume_unanswered(self, report: TickReport) -> list[Due]:
         """Settle the claims whose COMMIT went unanswered, before claiming anything else.
 
         Until then, every claim of their instants (this worker's too) sees a live run.
+        Returns the items settled; the others are claimed afresh.
         """
+        resumed: list[Due] = []
         while self._unanswered and not self.stop_event.is_set():
             item, unanswered = self._unanswered[0]
             outcome = resume_claim(
@@ -453,11 +466,12 @@ class Worker:
             self._unanswered.pop(0)
             if outcome is None:
                 continue  # no such run: its instant stays pending, to be claimed afresh
-            self.pending = [due for due in self.pending if due is not item]
+            resumed.append(item)
             if outcome.status == RunStatus.MISSED:
                 report.missed += 1
             else:
                 self._count_attempt(item, outcome, report, [])
+        return resumed
 
     def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""

@@ -67,15 +67,18 @@ class Relay:
         self._sockets: list[socket.socket] = []
         self._loss: AnswerLoss | None = None
 
-    def break_over(self, sent: bytes, *, after: bytes = b"", reaches_server: bool) -> AnswerLoss:
+    def break_over(
+        self, sent: bytes, *, after: bytes = b"", reaches_server: bool, outage: bool = False
+    ) -> AnswerLoss:
         """End one connection over a message: the first holding `sent`, once `after` was sent.
 
         With `reaches_server`, the server gets the message and acts on it (commits,
         say), and only its answer is lost; without, the message is lost too. Either
         way the client sees the same broken connection, as when a network fails at
-        the wrong moment.
+        the wrong moment. With `outage`, new connections are refused from then on,
+        until `AnswerLoss.outage` is cleared.
         """
-        self._loss = AnswerLoss(sent, after, reaches_server=reaches_server)
+        self._loss = AnswerLoss(sent, after, reaches_server=reaches_server, outage=outage)
         return self._loss
 
     def start(self) -> Relay:
@@ -98,6 +101,9 @@ class Relay:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._loss is not None and self._loss.outage.is_set():
+                client.close()  # the server is away: nothing answers
+                continue
             for option in _RELAY_KEEPALIVE:
                 client.setsockopt(*option)
             try:
@@ -130,16 +136,20 @@ class Relay:
 class AnswerLoss:
     """The message over which to end a connection: see `Relay.break_over`."""
 
-    def __init__(self, sent: bytes, after: bytes, *, reaches_server: bool) -> None:
+    def __init__(self, sent: bytes, after: bytes, *, reaches_server: bool, outage: bool) -> None:
         self.sent = sent
         self.after = after
         self.reaches_server = reaches_server
         self.lost = threading.Event()  # set once that message was sent
+        self.outage = threading.Event()  # set while new connections are refused
+        self._starts_outage = outage
 
     def take(self) -> bool:
         """True for the one message whose answer is lost; False for every later one."""
         if self.lost.is_set():
             return False
+        if self._starts_outage:
+            self.outage.set()
         self.lost.set()
         return True
 

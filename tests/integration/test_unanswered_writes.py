@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app.claims import ClaimUnacknowledged
 from app.db import Database
+from app.errors import DatabaseError
 from app.job import Job, RunContext
 from app.runner import UNANSWERED_TOO_LATE
 from app.worker import Worker
@@ -51,71 +51,58 @@ def relayed(db_url: str, relay: Relay) -> Iterator[Database]:
     database.dispose()
 
 
-def _broken_claim(
-    relay: Relay, relayed: Database, clock: FrozenClock, ran: list[int], *, reaches_server: bool
-) -> Worker:
-    """A worker whose first claim's COMMIT ended its connection."""
-
+def _sync_worker(relayed: Database, clock: FrozenClock, ran: list[int]) -> Worker:
     def sync(ctx: RunContext) -> None:
         ran.append(ctx.run_id)
 
-    loss: AnswerLoss = relay.break_over(
-        b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server
-    )
     jobs = [Job(name="sync", body=sync, schedule="* * * * *")]
-    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
-    with pytest.raises(ClaimUnacknowledged, match="may have committed"):
-        worker.tick(clock())
-    assert loss.lost.is_set()
-    return worker
+    return worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
 
 
 @pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
-def test_an_unanswered_claim_runs_once_when_the_database_answers_again(
+def test_an_unanswered_claim_is_settled_from_the_table_and_runs_once(
     database: Database, relay: Relay, relayed: Database, reaches_server: bool
 ):
     clock = FrozenClock(NOON + timedelta(seconds=1))
     ran: list[int] = []
-    worker = _broken_claim(relay, relayed, clock, ran, reaches_server=reaches_server)
-    claimed = [(r.status, r.scheduled_for) for r in rows(database)]
-    assert claimed == ([("RUNNING", NOON)] if reaches_server else [])
-    assert ran == []
+    loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
 
-    report = worker.tick(clock())
+    report = _sync_worker(relayed, clock, ran).tick(clock())
 
+    assert loss.lost.is_set()
     [run] = rows(database)
     assert (run.status, run.scheduled_for) == ("SUCCESS", NOON)
     assert ran == [run.id]
     assert [(o.run_id, o.status) for o in report.outcomes] == [(run.id, "SUCCESS")]
+    assert (run.id == 1) is reaches_server  # the claimed run itself, when its claim committed
 
 
-@pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
-def test_run_now_settles_its_unanswered_claim_before_it_exits(
-    database: Database, relay: Relay, db_url: str, tmp_path: Path, reaches_server: bool
+def _unanswered_then_outage(
+    database: Database, relay: Relay, relayed: Database, clock: FrozenClock, ran: list[int]
+) -> tuple[Worker, AnswerLoss]:
+    """A worker whose claim committed unanswered, with the server away since."""
+    loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=True, outage=True)
+    worker = _sync_worker(relayed, clock, ran)
+    with pytest.raises(DatabaseError):
+        worker.tick(clock())
+    [claimed] = rows(database)
+    assert (claimed.status, ran) == ("RUNNING", [])  # live to everyone, this worker too
+    return worker, loss
+
+
+def test_an_unanswered_claim_waits_out_an_outage_then_runs(
+    database: Database, relay: Relay, relayed: Database
 ):
-    module = tmp_path / "jobs.py"
-    module.write_text(
-        "from app.job import job\n\n"
-        "@job('sync', schedule='* * * * *')\n"
-        "def sync(ctx):\n"
-        "    return {'ran': ctx.run_id}\n\n"
-        "JOBS = [sync]\n"
-    )
-    loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    ran: list[int] = []
+    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
 
-    result = cronlock(
-        "run",
-        "sync",
-        cwd=tmp_path,
-        DATABASE_URL=through(db_url, relay.port),
-        JOBS_MODULE=str(module),
-    )
+    loss.outage.clear()
+    report = worker.tick(clock())
 
-    assert loss.lost.is_set()
-    assert result.returncode == 0, result.stderr
     [run] = rows(database)
-    assert (run.status, run.result) == ("SUCCESS", {"ran": run.id})
-    assert f"run {run.id} of sync: SUCCESS" in result.stdout
+    assert (run.status, ran) == ("SUCCESS", [run.id])
+    assert [o.status for o in report.outcomes] == ["SUCCESS"]
 
 
 def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
@@ -123,9 +110,10 @@ def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
 ):
     clock = FrozenClock(NOON + timedelta(seconds=1))
     ran: list[int] = []
-    worker = _broken_claim(relay, relayed, clock, ran, reaches_server=True)
-    clock.moment = NOON + timedelta(minutes=1, seconds=1)
+    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
 
+    loss.outage.clear()
+    clock.moment = NOON + timedelta(minutes=1, seconds=1)
     report = worker.tick(clock())
 
     missed, ran_next = rows(database)
@@ -138,6 +126,40 @@ def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
     assert ran == [ran_next.id]
     assert report.missed == 1
     assert [o.status for o in report.outcomes] == ["SUCCESS"]
+
+
+@pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
+@pytest.mark.parametrize("command", [("run", "sync"), ("worker", "--once")], ids=" ".join)
+def test_a_command_settles_its_unanswered_claim_before_it_exits(
+    database: Database,
+    relay: Relay,
+    db_url: str,
+    tmp_path: Path,
+    *,
+    reaches_server: bool,
+    command: tuple[str, ...],
+):
+    module = tmp_path / "jobs.py"
+    module.write_text(
+        "from app.job import job\n\n"
+        "@job('sync', schedule='* * * * *')\n"
+        "def sync(ctx):\n"
+        "    return {'ran': ctx.run_id}\n\n"
+        "JOBS = [sync]\n"
+    )
+    loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
+
+    result = cronlock(
+        *command,
+        cwd=tmp_path,
+        DATABASE_URL=through(db_url, relay.port),
+        JOBS_MODULE=str(module),
+    )
+
+    assert loss.lost.is_set()
+    assert result.returncode == 0, result.stderr
+    [run] = rows(database)
+    assert (run.status, run.result) == ("SUCCESS", {"ran": run.id})
 
 
 def _fenced(caplog: pytest.LogCaptureFixture) -> list[str]:
