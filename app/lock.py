@@ -308,7 +308,7 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
             found = replace(found, result=_claim_locked(conn, request, locked))
     except IntegrityError as exc:
         _log_refusal(requests[found.position or 0], exc)
-        return found
+        return replace(found, result=None)  # nothing of the claim committed
     except DatabaseError as exc:
         if isinstance(found.result, Claim):  # the COMMIT went unanswered
             raise ClaimUnacknowledged(requests[found.position or 0], found.result, exc) from exc

@@ -40,16 +40,15 @@ from app.lease import MAX_RENEWAL_WAIT_S, Heartbeat
 from app.lock import claim_next, claim_run
 from app.logs import job_scope, scrub
 from app.models import RunStatus
-from app.outcomes import Outcome, finish_run, renew_lease
+from app.outcomes import Outcome, finish_held, finish_run, renew_lease
 from app.recording import close_transaction, log_outcome, record_outcome
 
 logger = logging.getLogger(__name__)
 
 MAX_RESULT_BYTES = 64 * 1024
-UNANSWERED_TOO_LATE = (
-    "missed: the claim's commit went unanswered, and the job's next instant came "
-    "before the database answered again"
-)
+# Why a claim whose COMMIT went unanswered is given up instead of run (`resume_claim`).
+NEXT_INSTANT_CAME = "the job's next instant came before the database answered again"
+WORKER_STOPPING = "the worker was stopping"
 
 
 @dataclass(frozen=True)
@@ -139,24 +138,17 @@ def attempt_run(
     """
     try:
         with job_scope(job.name):
-            claimed = claim_run(database, request)
+            claimed: ClaimResult | RunOutcome = claim_run(database, request)
     except ClaimUnacknowledged as unanswered:
         try:
-            resumed = resume_claim(
-                database,
-                job,
-                unanswered,
-                settings,
-                too_late=False,
-                alarm=alarm or Alarm(),
-                heartbeat=heartbeat,
-            )
+            claimed = resume_claim(database, job, unanswered, settings)
         except DatabaseError:
             raise unanswered from None  # still unreachable: say what may be left RUNNING
-        if resumed is not None:
-            return resumed
-        with job_scope(job.name):
-            claimed = claim_run(database, request)
+        if claimed is None:
+            with job_scope(job.name):
+                claimed = claim_run(database, request)
+    if isinstance(claimed, RunOutcome):
+        return claimed
     return _follow(database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
 
 
@@ -199,16 +191,17 @@ def resume_claim(
     unanswered: ClaimUnacknowledged,
     settings: Settings,
     *,
-    too_late: bool,
-    alarm: Alarm,
-    heartbeat: Heartbeat | None = None,
-) -> RunOutcome | None:
+    give_up: str | None = None,
+) -> Claim | RunOutcome | None:
     """Settle a claim whose COMMIT went unanswered, now that the database answers.
 
     If the claim did commit, its run is RUNNING under this worker and nobody is
-    running it: run it now or, once the job's next instant has come, record it
-    MISSED. None when there is no such run (the claim rolled back, or its heartbeat
-    went stale and another worker took it over): the instant is claimed afresh.
+    running it. Returns the Claim when it is this worker's to run now. With
+    `give_up` (why not), the run is ended as the instant would have been without
+    it (MISSED, or for a retry FAILURE, which `cronlock retry` can take), and that
+    outcome returned. None when there is no such run (the claim rolled back, or its
+    heartbeat went stale and another worker took it over): the instant is claimed
+    afresh.
     """
     claim = unanswered.claim
     fields = {
@@ -217,34 +210,62 @@ def resume_claim(
         "scheduled_for": claim.scheduled_for.isoformat(),
     }
     with job_scope(job.name):
-        if too_late:
-            missed = Outcome(RunStatus.MISSED, error=UNANSWERED_TOO_LATE)
-            if not finish_run(database, claim.run_id, missed).landed:
+        if give_up is not None:
+            why = unanswered_because(give_up)
+            ending = (
+                Outcome(RunStatus.MISSED, error=f"missed: {why}")
+                if claim.attempt == 1
+                else Outcome(RunStatus.FAILURE, error=f"retry not run: {why}")
+            )
+            if not finish_run(database, claim.run_id, ending).landed and not finish_held(
+                database, claim.run_id, [ending]
+            ):
                 return None
-            metrics.RUNS.labels(job_name=job.name, outcome="missed").inc()
+            metrics.RUNS.labels(job_name=job.name, outcome=ending.status.lower()).inc()
             logger.warning(
                 "run %s: %s",
                 claim.run_id,
-                UNANSWERED_TOO_LATE,
-                extra={"event": "claim_unanswered", **fields, "outcome": RunStatus.MISSED},
+                ending.error,
+                extra={"event": "claim_unanswered", **fields, "outcome": ending.status},
             )
-            return RunOutcome(claim.run_id, RunStatus.MISSED, 0.0, UNANSWERED_TOO_LATE)
+            return RunOutcome(claim.run_id, ending.status, 0.0, ending.error)
         # The renewal lands only on a RUNNING run, and a takeover waits for it on the
         # row (or it for the takeover): exactly one of the two goes on with the run.
-        if not renew_lease(database, claim.run_id, timeout_s=MAX_RENEWAL_WAIT_S):
+        wait_s = min(settings.heartbeat_interval_s, MAX_RENEWAL_WAIT_S)
+        if not renew_lease(database, claim.run_id, timeout_s=wait_s):
             return None
         logger.warning(
             "run %s: its claim committed though the answer was lost; running it now",
             claim.run_id,
             extra={"event": "claim_unanswered", **fields, "outcome": RunStatus.RUNNING},
         )
+        return claim
+
+
+def unanswered_because(reason: str) -> str:
+    """Why the run of an unanswered claim was given up, as stored."""
+    return f"its claim's commit went unanswered, and {reason}"
+
+
+def run_claim(
+    database: Database,
+    job: Job,
+    request: ClaimRequest,
+    claim: Claim,
+    settings: Settings,
+    *,
+    alarm: Alarm | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> RunOutcome:
+    """Run a claimed run's body under its lease; record and return its outcome."""
+    with job_scope(job.name):
         return execute(
             database,
             job,
             claim,
             settings,
-            expires_at=unanswered.request.expires_at,
-            alarm=alarm,
+            expires_at=request.expires_at,
+            alarm=alarm or Alarm(),
             heartbeat=heartbeat,
         )
 
@@ -288,14 +309,8 @@ def _follow(
             )
             return RunOutcome(claimed.run_id, RunStatus.FAILURE, 0.0, claimed.error)
         if isinstance(claimed, Claim):
-            return execute(
-                database,
-                job,
-                claimed,
-                settings,
-                expires_at=request.expires_at,
-                alarm=alarm or Alarm(),
-                heartbeat=heartbeat,
+            return run_claim(
+                database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat
             )
         return claimed
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app import metrics
-from app.claims import ClaimRequest, ClaimUnacknowledged, Skip
+from app.claims import Claim, ClaimRequest, ClaimUnacknowledged, Skip
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
@@ -42,7 +42,16 @@ from app.outcomes import (
     record_missed,
 )
 from app.registry import ConfiguredJob
-from app.runner import AttemptResult, RunOutcome, attempt_next, claim_request, resume_claim
+from app.runner import (
+    NEXT_INSTANT_CAME,
+    WORKER_STOPPING,
+    AttemptResult,
+    RunOutcome,
+    attempt_next,
+    claim_request,
+    resume_claim,
+    run_claim,
+)
 from app.systemd import Notifier
 
 logger = logging.getLogger(__name__)
@@ -83,6 +92,8 @@ class Due:
 
 
 def _without(items: Sequence[Due], removed: Sequence[Due]) -> list[Due]:
+    if not removed:
+        return list(items)
     return [item for item in items if not any(item is gone for gone in removed)]
 
 
@@ -445,32 +456,43 @@ class Worker:
         self.pending = still_pending
         return report
 
-    def _resume_unanswered(self, report: TickReport) -> list[Due]:
+    def _resume_unanswered(self, report: TickReport, *, stopping: bool = False) -> list[Due]:
         """Settle the claims whose COMMIT went unanswered, before claiming anything else.
 
         Until then, every claim of their instants (this worker's too) sees a live run.
+        A stopping worker ends their runs, if they exist, instead of starting them.
         Returns the items settled; the others are claimed afresh.
         """
         resumed: list[Due] = []
-        while self._unanswered and not self.stop_event.is_set():
+        while self._unanswered:
             item, unanswered = self._unanswered[0]
-            outcome = resume_claim(
-                self.database,
-                item.job.job,
-                unanswered,
-                self.settings,
-                too_late=self.clock() >= item.expires_at,
-                alarm=self.alarm,
-                heartbeat=self.heartbeat,
+            give_up = None
+            if stopping or self.stop_event.is_set():
+                give_up = WORKER_STOPPING
+            elif self.clock() >= item.expires_at:
+                give_up = NEXT_INSTANT_CAME
+            settled = resume_claim(
+                self.database, item.job.job, unanswered, self.settings, give_up=give_up
             )
+            # Forgotten before the body runs: whatever happens next, never run it twice.
             self._unanswered.pop(0)
-            if outcome is None:
+            if settled is None:
                 continue  # no such run: its instant stays pending, to be claimed afresh
             resumed.append(item)
-            if outcome.status == RunStatus.MISSED:
+            if isinstance(settled, Claim):
+                settled = run_claim(
+                    self.database,
+                    item.job.job,
+                    unanswered.request,
+                    settled,
+                    self.settings,
+                    alarm=self.alarm,
+                    heartbeat=self.heartbeat,
+                )
+            if settled.status == RunStatus.MISSED:
                 report.missed += 1
             else:
-                self._count_attempt(item, outcome, report, [])
+                self._count_attempt(item, settled, report, [])
         return resumed
 
     def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
@@ -562,9 +584,24 @@ class Worker:
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
             self._tick_survives(self.clock(), total=total)
-        self.heartbeat.close()
+        self._close()
         logger.info("worker %s stopped", self.worker_id, extra={"event": "worker_stopped"})
         return total
+
+    def _close(self) -> None:
+        """On the way out: end the runs of unanswered claims, if the database answers."""
+        if self._unanswered:
+            try:
+                self._resume_unanswered(TickReport(), stopping=True)
+            except DatabaseError as exc:
+                logger.error(
+                    "could not settle %d unanswered claims: %s; their runs, if they exist, "
+                    "end abandoned once stale",
+                    len(self._unanswered),
+                    exc.message,
+                    extra={"event": "claims_unsettled"},
+                )
+        self.heartbeat.close()
 
     def _tick_survives(self, now: datetime, *, total: TickReport) -> bool:
         """Tick; on a database error log once, back off, and report False to retry."""
@@ -598,9 +635,11 @@ class Worker:
             if configured.name in self._without_history:
                 latest = configured.schedule.latest_at_or_before(now)
                 self.cursors[configured.name] = latest - timedelta(microseconds=1)
-        total = self.tick(now)
-        total.add(self.settle_pending())
-        self.heartbeat.close()
+        try:
+            total = self.tick(now)
+            total.add(self.settle_pending())
+        finally:
+            self._close()
         return total
 
     def settle_pending(self) -> TickReport:

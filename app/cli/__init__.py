@@ -175,7 +175,10 @@ def _load_env_file(path: Path) -> set[str]:
 
 def _set_in_file(message: str, from_file: set[str], path: Path) -> str:
     """Where a variable the message names was set, when that was the .env file."""
-    named = sorted(v for v in from_file if re.search(rf"\b{re.escape(v)}\b", message))
+    # Named as the errors name a bad value: `NAME=value ...`, or `NAME is ...` first.
+    named = sorted(
+        v for v in from_file if re.search(rf"(^{re.escape(v)} |\b{re.escape(v)}=)", message)
+    )
     if not named:
         return ""
     return f" ({', '.join(named)} set in {path})"

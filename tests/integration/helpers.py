@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +13,7 @@ from sqlalchemy import text
 from app.claims import ClaimRequest, ClaimResult
 from app.config import Settings
 from app.db import Database
-from app.job import Job
+from app.job import Job, RunContext
 from app.lock import claim_run, ensure_jobs
 from app.registry import JobRegistry, configure
 from app.worker import Clock, Worker, utc_now
@@ -99,4 +101,36 @@ def worker_for(
         clock=clock or utc_now,
     )
     worker.start(now=start_at)
+    return worker
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Poll until `predicate()`: the database decides; the timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        time.sleep(0.05)
+
+
+def retry_due(database: Database) -> bool:
+    """True once a failed run's retry is due, by the database clock."""
+    with database.transaction() as session:
+        due = session.execute(text("SELECT bool_or(retry_at <= now()) FROM job_execution"))
+        return bool(due.scalar())
+
+
+def yearly_failure_due_for_retry(database: Database, moment: list[datetime]) -> Worker:
+    """A worker whose yearly job failed at `moment[0]`, once its retry is due.
+
+    The worker's clock reads `moment[0]`, for the test to move.
+    """
+
+    def failing(ctx: RunContext) -> None:
+        raise RuntimeError("down")
+
+    jobs = [Job(name="yearly", body=failing, schedule="0 0 1 1 *", retries=1, retry_backoff_s=0.2)]
+    worker = worker_for(database, jobs, clock=lambda: moment[0])
+    worker.run_once()
+    wait_until(lambda: retry_due(database))
     return worker

@@ -112,7 +112,7 @@ class Relay:
                 client.close()
                 continue
             self._sockets += [client, server]
-            line = _Line(self._loss)
+            line = _Line(lambda: self._loss)  # armed later too, on pooled connections
             for source, sink, passes in (
                 (client, server, line.from_client),
                 (server, client, line.from_server),
@@ -157,14 +157,14 @@ class AnswerLoss:
 class _Line:
     """One relayed connection, watched for the message over which to end it."""
 
-    def __init__(self, loss: AnswerLoss | None) -> None:
+    def __init__(self, loss: Callable[[], AnswerLoss | None]) -> None:
         self._loss = loss
         self._armed = False
         self._cut = False
 
     def from_client(self, data: bytes) -> bool:
         """Pass everything on but the message to lose, unless it is to reach the server."""
-        loss = self._loss
+        loss = self._loss()
         if loss is None or loss.lost.is_set():
             return True
         # The message that arms the line may hold the one to lose too (b"" arms at once).

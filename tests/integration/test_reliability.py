@@ -32,21 +32,13 @@ from tests.integration.helpers import (
     claim,
     rows,
     wait_for_lock_wait,
+    wait_until,
     worker_for,
+    yearly_failure_due_for_retry,
 )
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 FAST = {"STALE_JOB_THRESHOLD_SECONDS": "1", "HEARTBEAT_INTERVAL_SECONDS": "0.1"}
-
-
-def wait_until(predicate, timeout_s: float = 30) -> None:
-    """Poll until `predicate()`: the database decides; the timeout only bounds a hang."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition never became true")
 
 
 def refuse_connections(admin_url: str, db_url: str, refused: bool) -> None:
@@ -349,14 +341,8 @@ def test_a_failed_instant_is_retried_with_growing_backoff(database: Database):
 
 
 def test_a_retry_whose_next_instant_came_first_is_given_up(database: Database, caplog):
-    def failing(ctx):
-        raise RuntimeError("down")
-
-    jobs = [Job(name="yearly", body=failing, schedule="0 0 1 1 *", retries=1, retry_backoff_s=0.2)]
     moment = [utc_now()]
-    worker = worker_for(database, jobs, clock=lambda: moment[0])
-    worker.run_once()
-    wait_until(lambda: _retry_due(database))
+    worker = yearly_failure_due_for_retry(database, moment)
     [first] = rows(database)
     # Every worker was away until the job's next instant: the retry cannot run any more.
     moment[0] = first.scheduled_for.replace(year=first.scheduled_for.year + 1) + timedelta(
@@ -371,13 +357,6 @@ def test_a_retry_whose_next_instant_came_first_is_given_up(database: Database, c
     assert [tuple(row) for row in left] == [("FAILURE", 1, None)]
     expired = [r for r in caplog.records if getattr(r, "event", None) == "retry_expired"]
     assert [r.job for r in expired] == ["yearly"]
-
-
-def _retry_due(database: Database) -> bool:
-    with database.transaction() as session:
-        return bool(
-            session.execute(text("SELECT bool_or(retry_at <= now()) FROM job_execution")).scalar()
-        )
 
 
 def test_a_retry_never_runs_past_the_next_instant(database: Database):

@@ -18,10 +18,17 @@ from sqlalchemy import text
 from app.db import Database
 from app.errors import DatabaseError
 from app.job import Job, RunContext
-from app.runner import UNANSWERED_TOO_LATE
-from app.worker import Worker
+from app.runner import NEXT_INSTANT_CAME, WORKER_STOPPING, unanswered_because
+from app.worker import Worker, utc_now
 from tests.integration.cli_helpers import cronlock
-from tests.integration.helpers import FrozenClock, rows, worker_for
+from tests.integration.helpers import (
+    FrozenClock,
+    age_run,
+    claim,
+    rows,
+    worker_for,
+    yearly_failure_due_for_retry,
+)
 from tests.integration.network import AnswerLoss, Relay, through, upstream_of
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -67,7 +74,10 @@ def test_an_unanswered_claim_is_settled_from_the_table_and_runs_once(
     ran: list[int] = []
     loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
 
-    report = _sync_worker(relayed, clock, ran).tick(clock())
+    worker = _sync_worker(relayed, clock, ran)
+    report = worker.tick(clock())
+    # A rolled-back claim's session may still hold the job's row for a moment.
+    report.add(worker.settle_pending())
 
     assert loss.lost.is_set()
     [run] = rows(database)
@@ -120,12 +130,60 @@ def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
     assert (missed.status, missed.scheduled_for, missed.error_message) == (
         "MISSED",
         NOON,
-        UNANSWERED_TOO_LATE,
+        f"missed: {unanswered_because(NEXT_INSTANT_CAME)}",
     )
     assert (ran_next.status, ran_next.scheduled_for) == ("SUCCESS", NOON + timedelta(minutes=1))
     assert ran == [ran_next.id]
     assert report.missed == 1
     assert [o.status for o in report.outcomes] == ["SUCCESS"]
+
+
+def test_a_stopping_worker_ends_an_unanswered_claims_run_instead_of_starting_it(
+    database: Database, relay: Relay, relayed: Database
+):
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    ran: list[int] = []
+    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
+
+    loss.outage.clear()
+    worker.request_stop()
+    report = worker.tick(clock())
+
+    [run] = rows(database)
+    assert (run.status, run.error_message) == (
+        "MISSED",
+        f"missed: {unanswered_because(WORKER_STOPPING)}",
+    )
+    assert (ran, report.missed) == ([], 1)
+
+
+def test_an_unanswered_retry_past_its_next_instant_ends_failure_for_cronlock_retry(
+    database: Database, relay: Relay, relayed: Database
+):
+    moment = [utc_now()]
+    worker = yearly_failure_due_for_retry(relayed, moment)
+    # The retry's claim is the one whose COMMIT goes unanswered: it consumes the retry.
+    loss = relay.break_over(b"COMMIT", after=b"SET retry_at=", reaches_server=True, outage=True)
+    moment[0] = utc_now()
+    with pytest.raises(DatabaseError):
+        worker.tick(moment[0])
+    assert loss.lost.is_set()
+
+    loss.outage.clear()
+    [first] = rows(database, "attempt = 1")
+    moment[0] = first.scheduled_for.replace(year=first.scheduled_for.year + 1) + timedelta(
+        seconds=1
+    )
+    worker.tick(moment[0])
+
+    attempts = [
+        (r.status, r.error_message)
+        for r in rows(database, f"scheduled_for = '{first.scheduled_for.isoformat()}'")
+    ]
+    assert attempts == [
+        ("FAILURE", "RuntimeError: down"),
+        ("FAILURE", f"retry not run: {unanswered_because(NEXT_INSTANT_CAME)}"),
+    ]
 
 
 @pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
@@ -189,6 +247,28 @@ def test_a_finish_whose_answer_was_lost_is_known_to_have_landed(
     [run] = rows(database)
     assert (run.status, run.error_message) == ("FAILURE", "RuntimeError: provider said 503")
     assert _fenced(caplog) == []
+
+
+def test_a_lost_answer_after_a_takeover_is_still_fenced_off(
+    database: Database, relay: Relay, relayed: Database, caplog: pytest.LogCaptureFixture
+):
+    def taken_over(ctx: RunContext) -> None:
+        # Another worker finds this run stale and takes the job over, mid-body.
+        age_run(database, ctx.run_id, 3600)
+        claim(database, "sync", scheduled_for=NOON + timedelta(minutes=1), stale_after_s=60)
+
+    loss = relay.break_over(FINISH, reaches_server=True)
+    jobs = [Job(name="sync", body=taken_over, schedule="* * * * *")]
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+
+    [outcome] = worker.tick(clock()).outcomes
+
+    assert loss.lost.is_set()
+    assert outcome.recorded is False
+    abandoned = rows(database)[0]
+    assert (abandoned.status, abandoned.error_message[:10]) == ("FAILURE", "abandoned:")
+    assert len(_fenced(caplog)) == 1
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cli import _set_in_file
 from app.config import Settings, env_prefix, normalize_database_url, parse_bool
 from app.errors import ConfigError
 
@@ -76,3 +77,14 @@ def test_non_postgres_url_is_refused(raw: str):
 def test_bad_values_name_their_variable(variable: str, raw: str):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: raw})
+
+
+def test_an_env_file_note_names_the_variables_with_bad_values_only():
+    env_file = Path("project") / ".env"
+    message = "LOG_LEVEL='DEBUG' is not a level; use DEBUG, INFO, WARNING or ERROR"
+    assert _set_in_file(message, {"DEBUG"}, env_file) == ""
+    assert _set_in_file(message, {"LOG_LEVEL", "DEBUG"}, env_file) == (
+        f" (LOG_LEVEL set in {env_file})"
+    )
+    unparsable = "DATABASE_URL is not a database URL; expected postgresql://..."
+    assert _set_in_file(unparsable, {"DATABASE_URL"}, env_file).startswith(" (DATABASE_URL")
