@@ -97,7 +97,8 @@ class ClaimUnacknowledged(DatabaseError):  # noqa: N818 - reads as the condition
         super().__init__(
             f"{cause.message}; the claim of {claim.job_name} for "
             f"{claim.scheduled_for.isoformat()} (run {claim.run_id}) may have committed: "
-            "if it did, it ends as abandoned once its heartbeat is stale"
+            "if it did and nothing settles it once the database answers, it ends as "
+            "abandoned when its heartbeat is stale"
         )
         self.request = request
         self.claim = claim

@@ -133,8 +133,8 @@ def attempt_run(
 ) -> AttemptResult:
     """Claim `request` (see `claim_request`) and, if this worker wins, run it to an outcome.
 
-    A claim whose COMMIT goes unanswered is settled at once: a command has no
-    later pass to settle it in, and its run would look live until stale.
+    A claim whose COMMIT goes unanswered is asked about at once, once: a command
+    has no later pass to settle it in, and its run would look live until stale.
     """
     try:
         with job_scope(job.name):
@@ -143,7 +143,7 @@ def attempt_run(
         try:
             claimed = resume_claim(database, job, unanswered, settings)
         except DatabaseError:
-            raise unanswered from None  # still unreachable: say what may be left RUNNING
+            raise unanswered  # noqa: B904 - it names the run it may leave; its cause says why
         if claimed is None:
             with job_scope(job.name):
                 claimed = claim_run(database, request)
@@ -221,7 +221,11 @@ def resume_claim(
                 database, claim.run_id, [ending]
             ):
                 return None
-            metrics.RUNS.labels(job_name=job.name, outcome=ending.status.lower()).inc()
+            if ending.status == RunStatus.FAILURE:
+                _count_outcome(job.name, ending.status, 0.0)
+                _failed_unstarted(database, settings, job.name, claim.worker_id)
+            else:
+                metrics.RUNS.labels(job_name=job.name, outcome="missed").inc()
             logger.warning(
                 "run %s: %s",
                 claim.run_id,
@@ -298,21 +302,30 @@ def _follow(
             )
             return claimed
         if isinstance(claimed, PreCheckFailed):
-            # A FAILURE like any other: it counts towards the job's failing streak.
-            after_run(
-                database,
-                settings,
-                job_name=job.name,
-                status=RunStatus.FAILURE,
-                alert_open=False,  # read only on SUCCESS
-                worker_id=request.worker_id,
-            )
+            _failed_unstarted(database, settings, job.name, request.worker_id)
             return RunOutcome(claimed.run_id, RunStatus.FAILURE, 0.0, claimed.error)
         if isinstance(claimed, Claim):
             return run_claim(
                 database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat
             )
         return claimed
+
+
+def _failed_unstarted(
+    database: Database, settings: Settings, job_name: str, worker_id: str
+) -> None:
+    """Count a FAILURE whose body never started towards the job's failing streak.
+
+    It is a FAILURE like any other, and may open the job's alert.
+    """
+    after_run(
+        database,
+        settings,
+        job_name=job_name,
+        status=RunStatus.FAILURE,
+        alert_open=False,  # read only on SUCCESS
+        worker_id=worker_id,
+    )
 
 
 def _count_claim(job_name: str, claimed: ClaimResult) -> None:

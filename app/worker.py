@@ -408,14 +408,15 @@ class Worker:
 
         Each claim is offered the next CLAIM_WINDOW pending instants and takes the
         first that no other replica has settled or holds, so replicas spread over
-        a tick instead of queueing behind each other's locks.
+        a tick instead of queueing behind each other's locks. Claims whose COMMIT
+        went unanswered are settled first, and at once when it happens.
         """
         report = TickReport()
         resumed = self._resume_unanswered(report)
         still_pending: list[Due] = []
         queue = deque(_without(self.pending, resumed))
         requests: dict[tuple[str, datetime], ClaimRequest] = {}
-        unanswered_before = False
+        unanswered_before = backing_off = False
         while queue:
             if self.stop_event.is_set():
                 still_pending += queue
@@ -437,7 +438,10 @@ class Worker:
                 claimed = next(w for w in window if (w.job.name, w.scheduled_for) == key)
                 self._unanswered.append((claimed, exc))
                 if unanswered_before:
-                    raise  # twice in one pass: back off, as for an outage
+                    # Twice in one pass: settle it on the next, after the longest poll.
+                    still_pending += window + list(queue)
+                    backing_off = True
+                    break
                 unanswered_before = True
                 # At once: `worker --once` has no later pass. Raises while unreachable.
                 resumed = self._resume_unanswered(report)
@@ -451,8 +455,9 @@ class Worker:
             later = range(found.position + 1, len(window))
             queue.extendleft(window[i] for i in reversed(later) if i not in found.settled)
             self._count_attempt(window[found.position], attempt.result, report, still_pending)
-        progressed = len(still_pending) < len(self.pending)
-        self._poll = 0 if progressed else min(self._poll + 1, len(POLL_DELAYS_S) - 1)
+        progressed = len(still_pending) < len(self.pending) and not backing_off
+        longest = len(POLL_DELAYS_S) - 1
+        self._poll = 0 if progressed else longest if backing_off else min(self._poll + 1, longest)
         self.pending = still_pending
         return report
 
@@ -471,9 +476,19 @@ class Worker:
                 give_up = WORKER_STOPPING
             elif self.clock() >= item.expires_at:
                 give_up = NEXT_INSTANT_CAME
+                report.expired += 1
             settled = resume_claim(
                 self.database, item.job.job, unanswered, self.settings, give_up=give_up
             )
+            if isinstance(settled, Claim) and self.stop_event.is_set():
+                # Stopped while the renewal waited: end the run rather than start it.
+                settled = resume_claim(
+                    self.database,
+                    item.job.job,
+                    unanswered,
+                    self.settings,
+                    give_up=WORKER_STOPPING,
+                )
             # Forgotten before the body runs: whatever happens next, never run it twice.
             self._unanswered.pop(0)
             if settled is None:
@@ -584,15 +599,15 @@ class Worker:
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
             self._tick_survives(self.clock(), total=total)
-        self._close()
+        self._close(total)
         logger.info("worker %s stopped", self.worker_id, extra={"event": "worker_stopped"})
         return total
 
-    def _close(self) -> None:
+    def _close(self, total: TickReport) -> None:
         """On the way out: end the runs of unanswered claims, if the database answers."""
         if self._unanswered:
             try:
-                self._resume_unanswered(TickReport(), stopping=True)
+                self._resume_unanswered(total, stopping=True)
             except DatabaseError as exc:
                 logger.error(
                     "could not settle %d unanswered claims: %s; their runs, if they exist, "
@@ -635,11 +650,12 @@ class Worker:
             if configured.name in self._without_history:
                 latest = configured.schedule.latest_at_or_before(now)
                 self.cursors[configured.name] = latest - timedelta(microseconds=1)
+        total = TickReport()
         try:
-            total = self.tick(now)
+            total.add(self.tick(now))
             total.add(self.settle_pending())
         finally:
-            self._close()
+            self._close(total)
         return total
 
     def settle_pending(self) -> TickReport:

@@ -68,17 +68,26 @@ class Relay:
         self._loss: AnswerLoss | None = None
 
     def break_over(
-        self, sent: bytes, *, after: bytes = b"", reaches_server: bool, outage: bool = False
+        self,
+        sent: bytes,
+        *,
+        after: bytes = b"",
+        reaches_server: bool,
+        outage: bool = False,
+        times: int = 1,
     ) -> AnswerLoss:
-        """End one connection over a message: the first holding `sent`, once `after` was sent.
+        """End a connection over a message: the first holding `sent`, once `after` was sent.
 
         With `reaches_server`, the server gets the message and acts on it (commits,
         say), and only its answer is lost; without, the message is lost too. Either
         way the client sees the same broken connection, as when a network fails at
-        the wrong moment. With `outage`, new connections are refused from then on,
-        until `AnswerLoss.outage` is cleared.
+        the wrong moment. `times` connections end so, one after another. With
+        `outage`, new connections are refused from then on, until
+        `AnswerLoss.outage` is cleared.
         """
-        self._loss = AnswerLoss(sent, after, reaches_server=reaches_server, outage=outage)
+        self._loss = AnswerLoss(
+            sent, after, reaches_server=reaches_server, outage=outage, times=times
+        )
         return self._loss
 
     def start(self) -> Relay:
@@ -136,21 +145,26 @@ class Relay:
 class AnswerLoss:
     """The message over which to end a connection: see `Relay.break_over`."""
 
-    def __init__(self, sent: bytes, after: bytes, *, reaches_server: bool, outage: bool) -> None:
+    def __init__(
+        self, sent: bytes, after: bytes, *, reaches_server: bool, outage: bool, times: int
+    ) -> None:
         self.sent = sent
         self.after = after
         self.reaches_server = reaches_server
-        self.lost = threading.Event()  # set once that message was sent
+        self.left = times  # connections still to end
+        self.lost = threading.Event()  # set once the last of them has ended
         self.outage = threading.Event()  # set while new connections are refused
         self._starts_outage = outage
 
     def take(self) -> bool:
-        """True for the one message whose answer is lost; False for every later one."""
-        if self.lost.is_set():
+        """True for each message whose answer is lost; False once none is left to lose."""
+        if self.left == 0:
             return False
-        if self._starts_outage:
-            self.outage.set()
-        self.lost.set()
+        self.left -= 1
+        if self.left == 0:
+            if self._starts_outage:
+                self.outage.set()
+            self.lost.set()
         return True
 
 

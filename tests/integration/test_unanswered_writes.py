@@ -8,6 +8,7 @@ table tells them apart.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.integration.helpers import (
     age_run,
     claim,
     rows,
+    wait_for_lock_wait,
     worker_for,
     yearly_failure_due_for_retry,
 )
@@ -85,6 +87,35 @@ def test_an_unanswered_claim_is_settled_from_the_table_and_runs_once(
     assert ran == [run.id]
     assert [(o.run_id, o.status) for o in report.outcomes] == [(run.id, "SUCCESS")]
     assert (run.id == 1) is reaches_server  # the claimed run itself, when its claim committed
+
+
+def test_a_second_unanswered_claim_in_a_pass_waits_for_the_next_pass(
+    database: Database, relay: Relay, relayed: Database
+):
+    ran: list[str] = []
+
+    def body(ctx: RunContext) -> None:
+        ran.append(ctx.job_name)
+
+    loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=True, times=2)
+    jobs = [Job(name=name, body=body, schedule="* * * * *") for name in ("first", "second")]
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+
+    report = worker.tick(clock())
+
+    assert loss.lost.is_set()
+    assert (ran, [o.status for o in report.outcomes]) == (["first"], ["SUCCESS"])
+    assert [d.job.name for d in worker.pending] == ["second"]
+
+    report = worker.settle_pending()
+
+    assert ran == ["first", "second"]
+    assert [(r.job_name, r.status) for r in rows(database)] == [
+        ("first", "SUCCESS"),
+        ("second", "SUCCESS"),
+    ]
+    assert [o.status for o in report.outcomes] == ["SUCCESS"]
 
 
 def _unanswered_then_outage(
@@ -155,6 +186,34 @@ def test_a_stopping_worker_ends_an_unanswered_claims_run_instead_of_starting_it(
         f"missed: {unanswered_because(WORKER_STOPPING)}",
     )
     assert (ran, report.missed) == ([], 1)
+
+
+def test_a_stop_while_the_renewal_waits_ends_the_run_instead_of_starting_it(
+    database: Database, relay: Relay, relayed: Database
+):
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    ran: list[int] = []
+    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
+    loss.outage.clear()
+    [claimed] = rows(database)
+
+    with database.transaction() as session:
+        # Hold the run's row, so the renewal that settles the claim waits for it.
+        session.execute(
+            text("SELECT 1 FROM job_execution WHERE id = :id FOR UPDATE"), {"id": claimed.id}
+        )
+        ticking = threading.Thread(target=worker.tick, args=(clock(),))
+        ticking.start()
+        wait_for_lock_wait(database, "UPDATE job_execution SET heartbeat_at")
+        worker.request_stop()
+    ticking.join(timeout=30)
+
+    [run] = rows(database)
+    assert (run.status, run.error_message) == (
+        "MISSED",
+        f"missed: {unanswered_because(WORKER_STOPPING)}",
+    )
+    assert ran == []
 
 
 def test_an_unanswered_retry_past_its_next_instant_ends_failure_for_cronlock_retry(
