@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app import metrics
-from app.claims import Claim, ClaimRequest, ClaimUnacknowledged, Skip
+from app.claims import ClaimRequest, ClaimUnacknowledged, Skip
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseError
+from app.execution import RunOutcome
 from app.health import Liveness
 from app.history import streaks
 from app.interrupts import Alarm
@@ -44,15 +45,12 @@ from app.outcomes import (
 from app.registry import ConfiguredJob
 from app.runner import (
     NEXT_INSTANT_CAME,
-    WORKER_STOPPING,
     AttemptResult,
-    RunOutcome,
     attempt_next,
     claim_request,
-    resume_claim,
-    run_claim,
 )
 from app.systemd import Notifier
+from app.unanswered import UnansweredClaims
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +185,14 @@ class Worker:
         self._outage_backoff_s = 0.0
         self._skew_checked_at: datetime | None = None
         self._without_history: set[str] = set()
-        # Claims whose COMMIT went unanswered, settled first once the database answers.
-        self._unanswered: list[tuple[Due, ClaimUnacknowledged]] = []
+        self._unanswered = UnansweredClaims[Due](
+            database,
+            settings,
+            clock=clock,
+            stop_event=self.stop_event,
+            alarm=self.alarm,
+            heartbeat=self.heartbeat,
+        )
 
     # -- scheduling (pure) ---------------------------------------------------
 
@@ -436,7 +440,7 @@ class Worker:
             except ClaimUnacknowledged as exc:
                 key = (exc.claim.job_name, exc.claim.scheduled_for)
                 claimed = next(w for w in window if (w.job.name, w.scheduled_for) == key)
-                self._unanswered.append((claimed, exc))
+                self._unanswered.add(claimed, claimed.job.job, exc)
                 if unanswered_before:
                     # Twice in one pass: settle it on the next, after the longest poll.
                     still_pending += window + list(queue)
@@ -462,53 +466,19 @@ class Worker:
         return report
 
     def _resume_unanswered(self, report: TickReport, *, stopping: bool = False) -> list[Due]:
-        """Settle the claims whose COMMIT went unanswered, before claiming anything else.
+        """Settle the claims whose COMMIT went unanswered (see UnansweredClaims); count them.
 
-        Until then, every claim of their instants (this worker's too) sees a live run.
-        A stopping worker ends their runs, if they exist, instead of starting them.
         Returns the items settled; the others are claimed afresh.
         """
-        resumed: list[Due] = []
-        while self._unanswered:
-            item, unanswered = self._unanswered[0]
-            give_up = None
-            if stopping or self.stop_event.is_set():
-                give_up = WORKER_STOPPING
-            elif self.clock() >= item.expires_at:
-                give_up = NEXT_INSTANT_CAME
+        settled = self._unanswered.settle(stopping=stopping)
+        for each in settled:
+            if each.given_up == NEXT_INSTANT_CAME:
                 report.expired += 1
-            settled = resume_claim(
-                self.database, item.job.job, unanswered, self.settings, give_up=give_up
-            )
-            if isinstance(settled, Claim) and self.stop_event.is_set():
-                # Stopped while the renewal waited: end the run rather than start it.
-                settled = resume_claim(
-                    self.database,
-                    item.job.job,
-                    unanswered,
-                    self.settings,
-                    give_up=WORKER_STOPPING,
-                )
-            # Forgotten before the body runs: whatever happens next, never run it twice.
-            self._unanswered.pop(0)
-            if settled is None:
-                continue  # no such run: its instant stays pending, to be claimed afresh
-            resumed.append(item)
-            if isinstance(settled, Claim):
-                settled = run_claim(
-                    self.database,
-                    item.job.job,
-                    unanswered.request,
-                    settled,
-                    self.settings,
-                    alarm=self.alarm,
-                    heartbeat=self.heartbeat,
-                )
-            if settled.status == RunStatus.MISSED:
+            if each.outcome.status == RunStatus.MISSED:
                 report.missed += 1
             else:
-                self._count_attempt(item, settled, report, [])
-        return resumed
+                self._count_attempt(each.item, each.outcome, report, [])
+        return [each.item for each in settled]
 
     def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
         """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""

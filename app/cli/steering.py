@@ -16,6 +16,7 @@ from app.cli.common import (
 from app.config import env_prefix
 from app.control import operator, pause_all, pause_job, resume_all, resume_job
 from app.errors import ConfigError, UnknownJob
+from app.execution import RunOutcome
 from app.history import (
     get_run,
     latest_attempt,
@@ -25,7 +26,7 @@ from app.models import RunStatus, Trigger
 from app.registry import (
     unknown_job_message,
 )
-from app.runner import AttemptResult, RunOutcome, attempt_run, claim_request
+from app.runner import AttemptResult, attempt_run, claim_request
 from app.worker import default_worker_id, utc_now
 
 logger = logging.getLogger(__name__)

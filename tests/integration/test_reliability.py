@@ -20,11 +20,11 @@ from app.claims import Claim
 from app.config import Settings
 from app.db import Database
 from app.errors import DatabaseUnavailable
+from app.execution import execute
 from app.interrupts import Alarm
 from app.job import Job, RunContext
 from app.lease import Heartbeat, Lease
 from app.outcomes import record_missed, renew_lease
-from app.runner import execute
 from app.worker import MAX_MISSED_SCAN, utc_now
 from tests.integration.helpers import (
     INSTANT,
@@ -631,7 +631,7 @@ def test_a_run_whose_transaction_cannot_begin_ends_failure_not_running(
     def cannot_begin(database: Database, job: Job):
         raise DatabaseUnavailable("cannot reach the database: connection refused")
 
-    monkeypatch.setattr("app.runner._open_transaction", cannot_begin)
+    monkeypatch.setattr("app.execution._open_transaction", cannot_begin)
     jobs = [
         Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
     ]
