@@ -31,7 +31,7 @@ from tests.integration.helpers import (
     worker_for,
     yearly_failure_due_for_retry,
 )
-from tests.integration.network import AnswerLoss, Relay, through, upstream_of
+from tests.integration.network import Relay, through, upstream_of
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 CLAIM_INSERT = b"INSERT INTO job_execution"
@@ -118,27 +118,30 @@ def test_a_second_unanswered_claim_in_a_pass_waits_for_the_next_pass(
     assert [o.status for o in report.outcomes] == ["SUCCESS"]
 
 
-def _unanswered_then_outage(
-    database: Database, relay: Relay, relayed: Database, clock: FrozenClock, ran: list[int]
-) -> tuple[Worker, AnswerLoss]:
-    """A worker whose claim committed unanswered, with the server away since."""
+def _unanswered_through_an_outage(
+    database: Database, relay: Relay, relayed: Database
+) -> tuple[Worker, FrozenClock, list[int]]:
+    """A worker whose claim committed unanswered, then found the server away; it is back now.
+
+    Returns the worker, its clock, and the run ids its body ran for.
+    """
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    ran: list[int] = []
     loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=True, outage=True)
     worker = _sync_worker(relayed, clock, ran)
     with pytest.raises(DatabaseError):
         worker.tick(clock())
     [claimed] = rows(database)
     assert (claimed.status, ran) == ("RUNNING", [])  # live to everyone, this worker too
-    return worker, loss
+    loss.outage.clear()
+    return worker, clock, ran
 
 
 def test_an_unanswered_claim_waits_out_an_outage_then_runs(
     database: Database, relay: Relay, relayed: Database
 ):
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    ran: list[int] = []
-    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
+    worker, clock, ran = _unanswered_through_an_outage(database, relay, relayed)
 
-    loss.outage.clear()
     report = worker.tick(clock())
 
     [run] = rows(database)
@@ -149,11 +152,8 @@ def test_an_unanswered_claim_waits_out_an_outage_then_runs(
 def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
     database: Database, relay: Relay, relayed: Database
 ):
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    ran: list[int] = []
-    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
+    worker, clock, ran = _unanswered_through_an_outage(database, relay, relayed)
 
-    loss.outage.clear()
     clock.moment = NOON + timedelta(minutes=1, seconds=1)
     report = worker.tick(clock())
 
@@ -172,11 +172,8 @@ def test_an_unanswered_claim_is_missed_once_its_next_instant_came(
 def test_a_stopping_worker_ends_an_unanswered_claims_run_instead_of_starting_it(
     database: Database, relay: Relay, relayed: Database
 ):
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    ran: list[int] = []
-    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
+    worker, clock, ran = _unanswered_through_an_outage(database, relay, relayed)
 
-    loss.outage.clear()
     worker.request_stop()
     report = worker.tick(clock())
 
@@ -191,10 +188,7 @@ def test_a_stopping_worker_ends_an_unanswered_claims_run_instead_of_starting_it(
 def test_a_stop_while_the_renewal_waits_ends_the_run_instead_of_starting_it(
     database: Database, relay: Relay, relayed: Database
 ):
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    ran: list[int] = []
-    worker, loss = _unanswered_then_outage(database, relay, relayed, clock, ran)
-    loss.outage.clear()
+    worker, clock, ran = _unanswered_through_an_outage(database, relay, relayed)
     [claimed] = rows(database)
 
     with database.transaction() as session:
