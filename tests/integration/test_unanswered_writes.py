@@ -185,8 +185,23 @@ def test_a_stopping_worker_ends_an_unanswered_claims_run_instead_of_starting_it(
     assert (ran, report.missed) == ([], 1)
 
 
-def test_a_stop_while_the_renewal_waits_ends_the_run_instead_of_starting_it(
-    database: Database, relay: Relay, relayed: Database
+TAKEN_OVER = "abandoned: no heartbeat; taken over by another worker"
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "expected"),
+    [
+        ("stop", ("MISSED", f"missed: {unanswered_because(WORKER_STOPPING)}")),
+        ("takeover", ("FAILURE", TAKEN_OVER)),
+    ],
+)
+def test_what_happens_while_the_settling_renewal_waits_wins(
+    database: Database,
+    relay: Relay,
+    relayed: Database,
+    *,
+    meanwhile: str,
+    expected: tuple[str, str],
 ):
     worker, clock, ran = _unanswered_through_an_outage(database, relay, relayed)
     [claimed] = rows(database)
@@ -199,15 +214,21 @@ def test_a_stop_while_the_renewal_waits_ends_the_run_instead_of_starting_it(
         ticking = threading.Thread(target=worker.tick, args=(clock(),))
         ticking.start()
         wait_for_lock_wait(database, "UPDATE job_execution SET heartbeat_at")
-        worker.request_stop()
+        if meanwhile == "stop":
+            worker.request_stop()
+        else:  # another worker found the run stale and marked it, as a takeover does
+            session.execute(
+                text(
+                    "UPDATE job_execution SET status = 'FAILURE', completed_at = now(), "
+                    "error_message = :error WHERE id = :id"
+                ),
+                {"id": claimed.id, "error": TAKEN_OVER},
+            )
     ticking.join(timeout=30)
 
     [run] = rows(database)
-    assert (run.status, run.error_message) == (
-        "MISSED",
-        f"missed: {unanswered_because(WORKER_STOPPING)}",
-    )
-    assert ran == []
+    assert (run.status, run.error_message) == expected
+    assert ran == []  # not started by a stopping worker, nor on a run taken over
 
 
 def test_an_unanswered_retry_past_its_next_instant_ends_failure_for_cronlock_retry(
