@@ -90,6 +90,7 @@ class Due:
 
 
 def _without(items: Sequence[Due], removed: Sequence[Due]) -> list[Due]:
+    """`items` without the very objects in `removed` (compared by identity)."""
     if not removed:
         return list(items)
     return [item for item in items if not any(item is gone for gone in removed)]

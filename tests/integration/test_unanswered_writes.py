@@ -60,23 +60,29 @@ def relayed(db_url: str, relay: Relay) -> Iterator[Database]:
     database.dispose()
 
 
-def _sync_worker(relayed: Database, clock: FrozenClock, ran: list[int]) -> Worker:
+def _noon_worker(relayed: Database, jobs: list[Job]) -> tuple[Worker, FrozenClock]:
+    """A worker on `jobs`, through the relay, whose clock stands a second after NOON."""
+    clock = FrozenClock(NOON + timedelta(seconds=1))
+    return worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1)), clock
+
+
+def _sync_worker(relayed: Database, ran: list[int]) -> tuple[Worker, FrozenClock]:
+    """`_noon_worker` on one every-minute job that notes the run ids it ran for."""
+
     def sync(ctx: RunContext) -> None:
         ran.append(ctx.run_id)
 
-    jobs = [Job(name="sync", body=sync, schedule="* * * * *")]
-    return worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+    return _noon_worker(relayed, [Job(name="sync", body=sync, schedule="* * * * *")])
 
 
 @pytest.mark.parametrize("reaches_server", [True, False], ids=["answer-lost", "commit-lost"])
 def test_an_unanswered_claim_is_settled_from_the_table_and_runs_once(
     database: Database, relay: Relay, relayed: Database, reaches_server: bool
 ):
-    clock = FrozenClock(NOON + timedelta(seconds=1))
     ran: list[int] = []
     loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
 
-    worker = _sync_worker(relayed, clock, ran)
+    worker, clock = _sync_worker(relayed, ran)
     report = worker.tick(clock())
     # A rolled-back claim's session may still hold the job's row for a moment.
     report.add(worker.settle_pending())
@@ -99,8 +105,7 @@ def test_a_second_unanswered_claim_in_a_pass_waits_for_the_next_pass(
 
     loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=True, times=2)
     jobs = [Job(name=name, body=body, schedule="* * * * *") for name in ("first", "second")]
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+    worker, clock = _noon_worker(relayed, jobs)
 
     report = worker.tick(clock())
 
@@ -125,10 +130,9 @@ def _unanswered_through_an_outage(
 
     Returns the worker, its clock, and the run ids its body ran for.
     """
-    clock = FrozenClock(NOON + timedelta(seconds=1))
     ran: list[int] = []
     loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=True, outage=True)
-    worker = _sync_worker(relayed, clock, ran)
+    worker, clock = _sync_worker(relayed, ran)
     with pytest.raises(DatabaseError):
         worker.tick(clock())
     [claimed] = rows(database)
@@ -311,8 +315,7 @@ def test_a_finish_whose_answer_was_lost_is_known_to_have_landed(
 
     loss = relay.break_over(FINISH, reaches_server=reaches_server)
     jobs = [Job(name="sync", body=fails, schedule="* * * * *")]
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+    worker, clock = _noon_worker(relayed, jobs)
 
     [outcome] = worker.tick(clock()).outcomes
 
@@ -333,8 +336,7 @@ def test_a_lost_answer_after_a_takeover_is_still_fenced_off(
 
     loss = relay.break_over(FINISH, reaches_server=True)
     jobs = [Job(name="sync", body=taken_over, schedule="* * * * *")]
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+    worker, clock = _noon_worker(relayed, jobs)
 
     [outcome] = worker.tick(clock()).outcomes
 
@@ -368,8 +370,7 @@ def test_a_transactional_commit_whose_answer_was_lost_is_read_back(
 
     loss = relay.break_over(b"COMMIT", after=FINISH, reaches_server=reaches_server)
     jobs = [Job(name="book", body=book, schedule="* * * * *", transactional=True)]
-    clock = FrozenClock(NOON + timedelta(seconds=1))
-    worker = worker_for(relayed, jobs, clock=clock, start_at=NOON - timedelta(seconds=1))
+    worker, clock = _noon_worker(relayed, jobs)
 
     [outcome] = worker.tick(clock()).outcomes
 
