@@ -8,7 +8,7 @@ from sqlalchemy import create_engine
 
 from app.config import Settings
 from app.errors import ConfigError
-from app.models import Base
+from app.store.models import Base
 
 target_metadata = Base.metadata
 

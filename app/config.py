@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.errors import ConfigError
-from app.logs import secrets_in
+from app.ops.logs import secrets_in
 
 DEFAULT_SCHEDULE = "0 0 * * *"
 DEFAULT_STALE_THRESHOLD_S = 60

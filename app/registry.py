@@ -17,9 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 from app.config import Settings, env_prefix
+from app.core.job import Job
+from app.core.schedule import Schedule, parse_schedule
 from app.errors import InvalidJob, JobsModuleError, UnknownJob
-from app.job import Job
-from app.schedule import Schedule, parse_schedule
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ import psycopg
 from psycopg import pq
 from sqlalchemy import event
 
-from app.claims import Claim, ClaimRequest
-from app.db import Database
-from app.lock import claim_run, ensure_jobs
-from app.models import RunStatus
-from app.outcomes import Outcome, finish_run
+from app.core.claims import Claim, ClaimRequest
+from app.store.claiming import claim_run, ensure_jobs
+from app.store.database import Database
+from app.store.models import RunStatus
+from app.store.runs import Outcome, finish_run
 
 WARMUP_RUNS = 200
 TIMED_RUNS = 4000
@@ -34,7 +34,7 @@ WORKER_ID = "bench:1"
 STALE_AFTER_S = 3600
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
-# What claim_run and finish_run send for a no-op run (app/lock.py, app/outcomes.py),
+# What claim_run and finish_run send for a no-op run (app/store/claiming.py, app/store/runs.py),
 # written by hand.
 RAW_LOCK = "SELECT job.name FROM job WHERE job.name = %s FOR UPDATE SKIP LOCKED"
 RAW_STATE = (

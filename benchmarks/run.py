@@ -22,8 +22,8 @@ from typing import Any
 import psycopg
 
 from app.config import normalize_database_url
-from app.db import Database
-from app.migrations import upgrade_to_head
+from app.store.database import Database
+from app.store.migrations import upgrade_to_head
 from benchmarks import overhead, report, ticks
 from benchmarks.peers.harness import (
     TOOLS,

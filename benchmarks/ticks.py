@@ -19,10 +19,10 @@ from typing import Any
 import psycopg
 
 from app.config import Settings
-from app.db import Database
 from app.job import Job, RunContext
 from app.registry import JobRegistry, configure
-from app.worker import Worker
+from app.runtime.worker import Worker
+from app.store.database import Database
 from benchmarks.server import CpuTicks, cpu_ticks
 
 TICK_JOBS = 1000

@@ -22,14 +22,15 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from app import __version__, alerts
+from app import __version__
 from app.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, Deployment, load_deployment
 from app.cli.schema import cmd_check, cmd_migrate
 from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
 from app.cli.views import cmd_history, cmd_jobs, cmd_next
 from app.cli.worker import cmd_worker
 from app.errors import ConfigError, CronlockError
-from app.models import RunStatus
+from app.ops import alerts
+from app.store.models import RunStatus
 
 
 def _positive(raw: str) -> int:

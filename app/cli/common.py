@@ -8,14 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.config import Settings
-from app.db import Database
-from app.embedded import start_embedded
 from app.errors import UnknownJob
-from app.history import (
-    recorded_job_names,
-)
-from app.logs import configure_logging
-from app.migrations import ensure_at_head, upgrade_to_head
+from app.ops.logs import configure_logging
 from app.registry import (
     ConfiguredJob,
     JobRegistry,
@@ -24,6 +18,12 @@ from app.registry import (
     unknown_job_message,
     unmatched_overrides,
 )
+from app.store.database import Database
+from app.store.embedded import start_embedded
+from app.store.history import (
+    recorded_job_names,
+)
+from app.store.migrations import ensure_at_head, upgrade_to_head
 
 logger = logging.getLogger(__name__)
 

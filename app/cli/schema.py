@@ -10,7 +10,7 @@ from app.cli.common import (
     Deployment,
     open_database,
 )
-from app.migrations import current_revision, ensure_at_head, head_revision, upgrade_to_head
+from app.store.migrations import current_revision, ensure_at_head, head_revision, upgrade_to_head
 
 logger = logging.getLogger(__name__)
 

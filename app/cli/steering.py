@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.claims import Skip, Wait
 from app.cli.common import (
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -14,20 +13,21 @@ from app.cli.common import (
     ready_database,
 )
 from app.config import env_prefix
-from app.control import operator, pause_all, pause_job, resume_all, resume_job
+from app.core.claims import Skip, Wait
 from app.errors import ConfigError, UnknownJob
-from app.execution import RunOutcome
-from app.history import (
-    get_run,
-    latest_attempt,
-)
-from app.lock import ensure_jobs
-from app.models import RunStatus, Trigger
 from app.registry import (
     unknown_job_message,
 )
-from app.runner import AttemptResult, attempt_run, claim_request
-from app.worker import default_worker_id, utc_now
+from app.runtime.execution import RunOutcome
+from app.runtime.runner import AttemptResult, attempt_run, claim_request
+from app.runtime.worker import default_worker_id, utc_now
+from app.store.claiming import ensure_jobs
+from app.store.control import operator, pause_all, pause_job, resume_all, resume_job
+from app.store.history import (
+    get_run,
+    latest_attempt,
+)
+from app.store.models import RunStatus, Trigger
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,13 @@ from app.cli.common import (
     ready_database,
     table,
 )
-from app.control import pauses
 from app.errors import UnknownJob
-from app.history import (
+from app.registry import (
+    unknown_job_message,
+)
+from app.runtime.worker import utc_now
+from app.store.control import pauses
+from app.store.history import (
     JobStats,
     RunRecord,
     job_stats,
@@ -25,10 +29,6 @@ from app.history import (
     recorded_job_names,
     streaks,
 )
-from app.registry import (
-    unknown_job_message,
-)
-from app.worker import utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from app.cli.common import (
     Deployment,
     ready_database,
 )
-from app.health import HealthServer
-from app.systemd import Notifier
-from app.worker import LIVENESS_INTERVAL_S, Worker
+from app.ops.health import HealthServer
+from app.ops.systemd import Notifier
+from app.runtime.worker import LIVENESS_INTERVAL_S, Worker
 
 logger = logging.getLogger(__name__)
 

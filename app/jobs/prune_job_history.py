@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.history import prune_runs
 from app.job import RunContext, job
+from app.store.history import prune_runs
 
 BATCH_SIZE = 1000
 

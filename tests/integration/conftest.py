@@ -21,8 +21,8 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from app.config import normalize_database_url
-from app.db import Database
-from app.migrations import upgrade_to_head
+from app.store.database import Database
+from app.store.migrations import upgrade_to_head
 
 TEMPLATE = f"cronlock_template_{os.getpid()}"
 

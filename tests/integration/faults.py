@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.db import Database
+from app.store.database import Database
 from tests.integration.cli_helpers import cli_env
 
 FAULT_JOBS = """

@@ -10,13 +10,13 @@ from typing import Any
 
 from sqlalchemy import text
 
-from app.claims import ClaimRequest, ClaimResult
 from app.config import Settings
-from app.db import Database
+from app.core.claims import ClaimRequest, ClaimResult
 from app.job import Job, RunContext
-from app.lock import claim_run, ensure_jobs
 from app.registry import JobRegistry, configure
-from app.worker import Clock, Worker, utc_now
+from app.runtime.worker import Clock, Worker, utc_now
+from app.store.claiming import claim_run, ensure_jobs
+from app.store.database import Database
 
 INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app import alerts, metrics
 from app.config import Settings
-from app.db import Database
 from app.job import Job, RunContext
-from app.lock import ensure_jobs
-from app.runner import attempt_run, claim_request
+from app.ops import alerts, metrics
+from app.runtime.runner import attempt_run, claim_request
+from app.store.claiming import ensure_jobs
+from app.store.database import Database
 from tests.integration.cli_helpers import cronlock
 
 JOBS = """

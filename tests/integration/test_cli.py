@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from app.db import Database
+from app.store.database import Database
 from tests.integration.cli_helpers import cronlock
 
 JOBS_MODULE = """

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
-from app.compiled import compile_statement
-from app.db import LIBPQ_DEFAULTS, Database
 from app.errors import DatabaseError, DatabaseUnavailable
-from app.interrupts import Alarm, RunInterrupted
+from app.runtime.interrupts import Alarm, RunInterrupted
+from app.store.database import LIBPQ_DEFAULTS, Database
+from app.store.statements import compile_statement
 from tests.integration.network import Relay, through, upstream_of
 
 BACKEND = compile_statement(select(func.pg_backend_pid().label("pid")))

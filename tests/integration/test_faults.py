@@ -17,8 +17,8 @@ import pytest
 from psycopg import sql
 from sqlalchemy import text
 
-from app.db import Database
-from app.migrations import upgrade_to_head
+from app.store.database import Database
+from app.store.migrations import upgrade_to_head
 from tests.integration.conftest import database_url
 from tests.integration.faults import (
     invariants,

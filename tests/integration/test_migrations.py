@@ -7,10 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from app.db import Database
 from app.errors import DatabaseError
-from app.migrations import current_revision, downgrade, head_revision, upgrade_to_head
-from app.models import Base
+from app.store.database import Database
+from app.store.migrations import current_revision, downgrade, head_revision, upgrade_to_head
+from app.store.models import Base
 
 
 def _tables(database: Database) -> set[str]:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
 from app.config import Settings
-from app.db import Database
 from app.job import Job
+from app.ops import metrics
 from app.registry import JobRegistry, configure
-from app.worker import Worker
+from app.runtime.worker import Worker
+from app.store.database import Database
 from tests.integration.faults import start_worker, stop, wait_for, wait_for_log
 from tests.integration.helpers import INSTANT, rows
 

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from app.history import prune_runs
-from app.lock import ensure_jobs
+from app.store.claiming import ensure_jobs
+from app.store.history import prune_runs
 from tests.integration.helpers import INSTANT, rows
 
 

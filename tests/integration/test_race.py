@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from app.claims import Claim, ClaimRequest, Skip
-from app.db import Database
-from app.lock import claim_next, claim_run, ensure_jobs
-from app.models import RunStatus
-from app.outcomes import Outcome, finish_run
+from app.core.claims import Claim, ClaimRequest, Skip
+from app.store.claiming import claim_next, claim_run, ensure_jobs
+from app.store.database import Database
+from app.store.models import RunStatus
+from app.store.runs import Outcome, finish_run
 from tests.integration.helpers import INSTANT
 
 PROCESSES = 8

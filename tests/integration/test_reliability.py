@@ -16,16 +16,16 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
-from app.claims import Claim
 from app.config import Settings
-from app.db import Database
+from app.core.claims import Claim
 from app.errors import DatabaseUnavailable
-from app.execution import execute
-from app.interrupts import Alarm
 from app.job import Job, RunContext
-from app.lease import Heartbeat, Lease
-from app.outcomes import record_missed, renew_lease
-from app.worker import MAX_MISSED_SCAN, utc_now
+from app.runtime.execution import execute
+from app.runtime.interrupts import Alarm
+from app.runtime.lease import Heartbeat, Lease
+from app.runtime.worker import MAX_MISSED_SCAN, utc_now
+from app.store.database import Database
+from app.store.runs import record_missed, renew_lease
 from tests.integration.helpers import (
     INSTANT,
     age_run,
@@ -229,7 +229,7 @@ def test_no_error_leaves_later_runs_without_a_heartbeat(database: Database, monk
             raise failures.pop()
         return renew_lease(db, run_id, timeout_s=timeout_s)
 
-    monkeypatch.setattr("app.lease.renew_lease", renew_failing_once)
+    monkeypatch.setattr("app.runtime.lease.renew_lease", renew_failing_once)
     heartbeat = Heartbeat(database, interval_s=0.05, stale_after_s=3600)
     first = claim(database)
     assert isinstance(first, Claim)
@@ -409,8 +409,8 @@ def test_an_abandoned_run_with_retries_left_is_run_again_for_its_instant(databas
 def _history(database, job: str, *instants: datetime) -> None:
     for instant in instants:
         run = claim(database, job_name=job, scheduled_for=instant)
-        from app.models import RunStatus
-        from app.outcomes import Outcome, finish_run
+        from app.store.models import RunStatus
+        from app.store.runs import Outcome, finish_run
 
         finish_run(database, run.run_id, Outcome(RunStatus.SUCCESS))
 
@@ -452,7 +452,7 @@ def test_missed_instants_whose_record_failed_are_recorded_by_the_next_tick(
             raise outage.pop()
         return record_missed(*args, **kwargs)
 
-    monkeypatch.setattr("app.worker.record_missed", record_once_unavailable)
+    monkeypatch.setattr("app.runtime.worker.record_missed", record_once_unavailable)
     with pytest.raises(DatabaseUnavailable):
         worker.tick(back_at)
     worker.tick(back_at + timedelta(seconds=1))
@@ -631,7 +631,7 @@ def test_a_run_whose_transaction_cannot_begin_ends_failure_not_running(
     def cannot_begin(database: Database, job: Job):
         raise DatabaseUnavailable("cannot reach the database: connection refused")
 
-    monkeypatch.setattr("app.execution._open_transaction", cannot_begin)
+    monkeypatch.setattr("app.runtime.execution._open_transaction", cannot_begin)
     jobs = [
         Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
     ]

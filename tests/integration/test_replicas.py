@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from app.db import Database
+from app.store.database import Database
 from tests.integration.cli_helpers import start_cronlock
 
 WORKERS = 3

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app.db import Database
+from app.store.database import Database
 from tests.integration.faults import invariants, start_worker, stop, wait_for
 
 WORKERS = 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app.db import Database
+from app.store.database import Database
 from tests.integration.cli_helpers import cronlock
 from tests.integration.faults import invariants, scalar, start_worker, stop, wait_for, write_jobs
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app.db import Database
 from app.errors import DatabaseError
 from app.job import Job, RunContext
-from app.runner import NEXT_INSTANT_CAME, WORKER_STOPPING, unanswered_because
-from app.worker import Worker, utc_now
+from app.runtime.runner import NEXT_INSTANT_CAME, WORKER_STOPPING, unanswered_because
+from app.runtime.worker import Worker, utc_now
+from app.store.database import Database
 from tests.integration.cli_helpers import cronlock
 from tests.integration.helpers import (
     FrozenClock,

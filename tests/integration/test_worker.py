@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import text
 
 from app.config import Settings
-from app.db import Database
 from app.job import Job, PreCheckContext, RunContext
-from app.recording import UNSTORABLE
 from app.registry import JobRegistry, configure
-from app.worker import Worker
+from app.runtime.finish import UNSTORABLE
+from app.runtime.worker import Worker
+from app.store.database import Database
 from tests.integration.helpers import FrozenClock, rows, worker_for
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -3,8 +3,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.core.schedule import CronSchedule, IntervalSchedule, parse_schedule
 from app.errors import InvalidSchedule
-from app.schedule import CronSchedule, IntervalSchedule, parse_schedule
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")

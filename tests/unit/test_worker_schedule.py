@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from app.config import Settings
 from app.job import Job
 from app.registry import JobRegistry, configure
-from app.worker import Worker
+from app.runtime.worker import Worker
 
 
 def at(*parts: int) -> datetime:

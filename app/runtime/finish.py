@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from app.claims import Claim
 from app.config import Settings
-from app.db import Database
-from app.driver import DriverConnection
+from app.core.claims import Claim
 from app.errors import DatabaseError, ValueRefused
-from app.models import RunStatus
-from app.outcomes import (
+from app.store.database import Database
+from app.store.driver import DriverConnection
+from app.store.models import RunStatus
+from app.store.runs import (
     Finished,
     Outcome,
     duplicate_success,

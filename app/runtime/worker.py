@@ -22,19 +22,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from app import metrics
-from app.claims import ClaimRequest, ClaimUnacknowledged, Skip
 from app.config import Settings
-from app.db import Database
+from app.core.claims import ClaimRequest, ClaimUnacknowledged, Skip
 from app.errors import DatabaseError
-from app.execution import RunOutcome
-from app.health import Liveness
-from app.history import streaks
-from app.interrupts import Alarm
-from app.lease import Heartbeat
-from app.lock import ensure_jobs
-from app.models import RunStatus, Trigger
-from app.outcomes import (
+from app.ops import metrics
+from app.ops.health import Liveness
+from app.ops.systemd import Notifier
+from app.registry import ConfiguredJob
+from app.runtime.execution import RunOutcome
+from app.runtime.interrupts import Alarm
+from app.runtime.lease import Heartbeat
+from app.runtime.runner import (
+    NEXT_INSTANT_CAME,
+    AttemptResult,
+    attempt_next,
+    claim_request,
+)
+from app.runtime.unanswered import UnansweredClaims
+from app.store.claiming import ensure_jobs
+from app.store.database import Database
+from app.store.history import streaks
+from app.store.models import RunStatus, Trigger
+from app.store.runs import (
     Missed,
     database_now,
     drop_retries,
@@ -42,15 +51,6 @@ from app.outcomes import (
     pending_retries,
     record_missed,
 )
-from app.registry import ConfiguredJob
-from app.runner import (
-    NEXT_INSTANT_CAME,
-    AttemptResult,
-    attempt_next,
-    claim_request,
-)
-from app.systemd import Notifier
-from app.unanswered import UnansweredClaims
 
 logger = logging.getLogger(__name__)
 

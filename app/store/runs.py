@@ -31,10 +31,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
-from app.compiled import compile_statement
-from app.db import Database
-from app.driver import DriverConnection
-from app.models import JobExecution, JobRow, RunStatus, Trigger
+from app.store.database import Database
+from app.store.driver import DriverConnection
+from app.store.models import JobExecution, JobRow, RunStatus, Trigger
+from app.store.statements import compile_statement
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Until one is settled, its run, if the claim committed, looks live to every
 claim of its instant, the worker's own too: so a worker settles them before it
-claims anything else (`app.runner.resume_claim` asks the table).
+claims anything else (`app.runtime.runner.resume_claim` asks the table).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from app.claims import Claim, ClaimUnacknowledged
 from app.config import Settings
-from app.db import Database
-from app.execution import RunOutcome
-from app.interrupts import Alarm
-from app.job import Job
-from app.lease import Heartbeat
-from app.runner import NEXT_INSTANT_CAME, WORKER_STOPPING, resume_claim, run_claim
+from app.core.claims import Claim, ClaimUnacknowledged
+from app.core.job import Job
+from app.runtime.execution import RunOutcome
+from app.runtime.interrupts import Alarm
+from app.runtime.lease import Heartbeat
+from app.runtime.runner import NEXT_INSTANT_CAME, WORKER_STOPPING, resume_claim, run_claim
+from app.store.database import Database
 
 Item = TypeVar("Item")
 

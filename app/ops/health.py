@@ -4,7 +4,7 @@
 thread said so (every 5 s, whether renewals land or not: a long job blocks the
 loop but is alive, and a database outage is not a wedged worker).
 /readyz: the database answers and its schema is at head.
-/metrics: the Prometheus exposition of `app.metrics`.
+/metrics: the Prometheus exposition of `app.ops.metrics`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.db import Database
 from app.errors import ConfigError, CronlockError
-from app.metrics import REGISTRY
-from app.migrations import ensure_at_head
+from app.ops.metrics import REGISTRY
+from app.store.database import Database
+from app.store.migrations import ensure_at_head
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from app.db import Database
 from app.errors import DatabaseError
-from app.outcomes import renew_lease
+from app.store.database import Database
+from app.store.runs import renew_lease
 
 logger = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app import metrics
 from app.config import Settings
-from app.control import close_alert, open_alert
-from app.db import Database
 from app.errors import DatabaseError
-from app.history import streaks
-from app.models import JobExecution, RunStatus
+from app.ops import metrics
+from app.store.control import close_alert, open_alert
+from app.store.database import Database
+from app.store.history import streaks
+from app.store.models import JobExecution, RunStatus
 
 logger = logging.getLogger(__name__)
 

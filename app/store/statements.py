@@ -4,7 +4,7 @@ A no-op run sends four statements (lock, state, insert, finish). Through
 ``Connection.execute`` each pays for an execution context and a result wrapper,
 which cost more than the round trip itself on a local server. Here the same Core
 statement is compiled once, at import, to the SQL SQLAlchemy would send; the
-caller runs it on a pooled connection's psycopg cursor (`app.driver`).
+caller runs it on a pooled connection's psycopg cursor (`app.store.driver`).
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from app.db import Database
-from app.lock import ensure_jobs
-from app.models import GlobalPause, JobRow
+from app.store.claiming import ensure_jobs
+from app.store.database import Database
+from app.store.models import GlobalPause, JobRow
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def pause_all(database: Database, *, reason: str, paused_by: str) -> None:
     with database.connection() as conn:
         conn.execute(statement)
         # Wait for the claims in progress: a claim that takes a job's row after this
-        # commits reads the pause (see app.lock._STATE).
+        # commits reads the pause (see app.store.claiming._STATE).
         conn.execute(select(JobRow.name).order_by(JobRow.name).with_for_update())
 
 

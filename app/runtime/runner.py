@@ -14,9 +14,8 @@ from functools import partial
 
 from sqlalchemy.orm import Session
 
-from app import metrics
-from app.alerts import after_run
-from app.claims import (
+from app.config import Settings
+from app.core.claims import (
     Claim,
     ClaimRequest,
     ClaimResult,
@@ -26,17 +25,18 @@ from app.claims import (
     Skip,
     Wait,
 )
-from app.config import Settings
-from app.db import Database
+from app.core.job import Job, PreCheck, PreCheckContext
 from app.errors import DatabaseError
-from app.execution import RunOutcome, count_outcome, execute
-from app.interrupts import Alarm
-from app.job import Job, PreCheck, PreCheckContext
-from app.lease import MAX_RENEWAL_WAIT_S, Heartbeat
-from app.lock import claim_next, claim_run
-from app.logs import job_scope, scrub
-from app.models import RunStatus
-from app.outcomes import Outcome, finish_held, finish_run, renew_lease
+from app.ops import metrics
+from app.ops.alerts import after_run
+from app.ops.logs import job_scope, scrub
+from app.runtime.execution import RunOutcome, count_outcome, execute
+from app.runtime.interrupts import Alarm
+from app.runtime.lease import MAX_RENEWAL_WAIT_S, Heartbeat
+from app.store.claiming import claim_next, claim_run
+from app.store.database import Database
+from app.store.models import RunStatus
+from app.store.runs import Outcome, finish_held, finish_run, renew_lease
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from app.compiled import CompiledStatement
+from app.store.statements import CompiledStatement
 
 
 def psycopg_connection(pooled: PoolProxiedConnection) -> psycopg.Connection[Any]:

@@ -1,8 +1,8 @@
 """Running a claimed run: its body under its lease and its timeout, then its outcome.
 
-The claim decided that this worker runs the instant (`app.runner`); here the
+The claim decided that this worker runs the instant (`app.runtime.runner`); here the
 body runs, its result is checked for what PostgreSQL can store, and how it
-ended is recorded (`app.recording`) and counted.
+ended is recorded (`app.runtime.finish`) and counted.
 """
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from app import metrics
-from app.alerts import after_run
-from app.claims import Claim
 from app.config import Settings
-from app.db import Database
+from app.core.claims import Claim
+from app.core.job import Job, RunContext
 from app.errors import DatabaseError
-from app.interrupts import Alarm, RunInterrupted
-from app.job import Job, RunContext
-from app.lease import Heartbeat
-from app.logs import scrub
-from app.models import RunStatus
-from app.outcomes import Outcome
-from app.recording import close_transaction, log_outcome, record_outcome
+from app.ops import metrics
+from app.ops.alerts import after_run
+from app.ops.logs import scrub
+from app.runtime.finish import close_transaction, log_outcome, record_outcome
+from app.runtime.interrupts import Alarm, RunInterrupted
+from app.runtime.lease import Heartbeat
+from app.store.database import Database
+from app.store.models import RunStatus
+from app.store.runs import Outcome
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What a claim asks and what it answers, and the built-in pre-check's verdict.
 
 The verdict (`decide`) is a pure function of the job's runs that matter, read
-under the job's lock by `app.lock`; no SQL here, so the rules read on their own:
+under the job's lock by `app.store.claiming`; no SQL here, so the rules read on their own:
 one live run per job, one outcome per instant, plus the retries a job allows.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.errors import DatabaseError
-from app.models import RunStatus, Trigger
+from app.store.models import RunStatus, Trigger
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class ClaimUnacknowledged(DatabaseError):  # noqa: N818 - reads as the condition
     """The claim's COMMIT was sent but its answer never came: the run may exist, RUNNING.
 
     Its body has not run. The worker that made it resumes it once the database
-    answers again (`app.runner.resume_claim`); anyone else sees a live run until its
+    answers again (`app.runtime.runner.resume_claim`); anyone else sees a live run until its
     heartbeat is STALE_JOB_THRESHOLD_SECONDS old.
     """
 

@@ -22,8 +22,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.driver import DriverConnection
 from app.errors import DatabaseError, DatabaseUnavailable, ValueRefused
+from app.store.driver import DriverConnection
 
 CONNECT_TIMEOUT_S = 5
 

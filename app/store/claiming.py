@@ -12,9 +12,9 @@ A claim is one short transaction on the job's own row::
 
 No cron math here: the caller says which instant, and until when it is worth
 running (`expires_at`, the job's next instant). What the runs read under the lock
-mean, the verdict, is `app.claims.decide`. The statements a no-op run sends
-are compiled once, at import (`app.compiled`), and sent by psycopg on a pooled
-connection (`app.driver`).
+mean, the verdict, is `app.core.claims.decide`. The statements a no-op run sends
+are compiled once, at import (`app.store.statements`), and sent by psycopg on a pooled
+connection (`app.store.driver`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.claims import (
+from app.core.claims import (
     Claim,
     ClaimRequest,
     ClaimResult,
@@ -64,12 +64,12 @@ from app.claims import (
     pause_reason,
     settled_reason,
 )
-from app.compiled import compile_statement
-from app.db import Database
-from app.driver import DriverConnection
 from app.errors import DatabaseError
-from app.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
-from app.outcomes import stored_error
+from app.store.database import Database
+from app.store.driver import DriverConnection
+from app.store.models import GlobalPause, JobExecution, JobRow, RunStatus, Trigger
+from app.store.runs import stored_error
+from app.store.statements import compile_statement
 
 logger = logging.getLogger(__name__)
 

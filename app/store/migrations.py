@@ -13,13 +13,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from app.db import Database
 from app.errors import DatabaseError, SchemaNotAtHead
+from app.store.database import Database
 
 
 def _revisions_root() -> Path:
     """Where alembic.ini and alembic/ are: the source tree, or the installed data files."""
-    source = Path(__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]
     if (source / "alembic" / "env.py").is_file():
         return source
     installed = Path(sys.prefix) / "share" / "cronlock"

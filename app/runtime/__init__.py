@@ -1,0 +1,1 @@
+"""The worker loop and running one claimed run: lease, timeout, body, outcome."""
