@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -17,6 +19,27 @@ _OURS = (
     "LOG_LEVEL",
     "LOG_FORMAT",
 )
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this run a temp root of its own, unless --basetemp names one.
+
+    pytest's default root is shared by every run of the same user, and it deletes
+    all but the newest three: two runs at once would delete each other's servers.
+    """
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="cronlock-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the temp root this run made for itself."""
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def clean_environ() -> dict[str, str]:
