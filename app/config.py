@@ -111,6 +111,43 @@ def _zone(environ: Mapping[str, str]) -> ZoneInfo:
         ) from None
 
 
+def _log_level(env: Mapping[str, str]) -> str:
+    raw_level = env.get("LOG_LEVEL", "INFO")
+    level = raw_level.strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(
+            f"LOG_LEVEL={raw_level!r} is not a level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return level
+
+
+def _lease_timing(env: Mapping[str, str]) -> tuple[float, float]:
+    """STALE_JOB_THRESHOLD_SECONDS and HEARTBEAT_INTERVAL_SECONDS, checked together."""
+    stale = _positive(
+        env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S, maximum=MAX_STALE_S
+    )
+    heartbeat = _positive(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S)
+    if heartbeat > stale / 3:
+        # A run fences itself one interval before it may go stale, and each renewal
+        # then needs an interval to land: three must fit in the threshold.
+        raise ConfigError(
+            f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is more than a third of "
+            f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: one late renewal would make a live "
+            "run look abandoned; keep the interval at about a quarter of the threshold"
+        )
+    return stale, heartbeat
+
+
+def _webhook_url(env: Mapping[str, str]) -> str | None:
+    webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
+    if webhook and not _http_url(webhook):
+        raise ConfigError(
+            f"ALERT_WEBHOOK_URL={webhook!r} is not an http(s) URL with a host; "
+            "e.g. https://hooks.example.com/cronlock"
+        )
+    return webhook
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything cronlock reads from its environment, validated once at startup."""
@@ -141,25 +178,7 @@ class Settings:
         """Read and validate the settings; raise ConfigError naming the bad variable."""
         env = os.environ if environ is None else environ
         raw_url = env.get("DATABASE_URL", "").strip()
-        raw_level = env.get("LOG_LEVEL", "INFO")
-        level = raw_level.strip().upper() or "INFO"
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(
-                f"LOG_LEVEL={raw_level!r} is not a level; use DEBUG, INFO, WARNING, ERROR "
-                "or CRITICAL"
-            )
-        stale = _positive(
-            env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S, maximum=MAX_STALE_S
-        )
-        heartbeat = _positive(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S)
-        if heartbeat > stale / 3:
-            # A run fences itself one interval before it may go stale, and each renewal
-            # then needs an interval to land: three must fit in the threshold.
-            raise ConfigError(
-                f"HEARTBEAT_INTERVAL_SECONDS={heartbeat:g} is more than a third of "
-                f"STALE_JOB_THRESHOLD_SECONDS={stale:g}: one late renewal would make a live "
-                "run look abandoned; keep the interval at about a quarter of the threshold"
-            )
+        stale, heartbeat = _lease_timing(env)
         log_format = env.get("LOG_FORMAT", "").strip().lower() or None
         if log_format not in (None, "json", "text"):
             raise ConfigError(f"LOG_FORMAT={log_format!r} is not a format; use json or text")
@@ -168,12 +187,7 @@ class Settings:
         if raw_port and not (raw_port.isdigit() and 1 <= int(raw_port) <= 65535):
             raise ConfigError(f"METRICS_PORT={raw_port!r} is not a port; use 1-65535, e.g. 9464")
         raw_watchdog = env.get("WATCHDOG_USEC", "").strip()
-        webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
-        if webhook and not _http_url(webhook):
-            raise ConfigError(
-                f"ALERT_WEBHOOK_URL={webhook!r} is not an http(s) URL with a host; "
-                "e.g. https://hooks.example.com/cronlock"
-            )
+        webhook = _webhook_url(env)
         return cls(
             alert_after_failures=int(_positive(env, "ALERT_AFTER_FAILURES", 3, whole=True)),
             alert_webhook_url=webhook,
@@ -203,7 +217,7 @@ class Settings:
                     maximum=MAX_RETENTION_DAYS,
                 )
             ),
-            log_level=level,
+            log_level=_log_level(env),
             job_overrides={
                 key: value
                 for key, value in env.items()

@@ -4,6 +4,7 @@ The public face for job authors; the definitions live in the layers
 (`app.core.job`, `app.runtime.context`), which may move without breaking a jobs module.
 """
 
-from app.core.job import Job, JobBody, JobResult, PreCheck, PreCheckContext, RunContext, job
+from app.core.job import Job, JobBody, JobResult, PreCheck, job
+from app.runtime.context import PreCheckContext, RunContext
 
 __all__ = ["Job", "JobBody", "JobResult", "PreCheck", "PreCheckContext", "RunContext", "job"]

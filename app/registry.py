@@ -12,28 +12,13 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from app.config import Settings, env_prefix
-from app.core.job import Job
-from app.core.schedule import Schedule, parse_schedule
+from app.core.job import ConfiguredJob, Job
+from app.core.schedule import parse_schedule
 from app.errors import InvalidJob, JobsModuleError, UnknownJob
-
-
-@dataclass(frozen=True)
-class ConfiguredJob:
-    """A job with this deployment's schedule and enable flag applied."""
-
-    job: Job
-    schedule: Schedule
-    enabled: bool
-
-    @property
-    def name(self) -> str:
-        """The job's name."""
-        return self.job.name
 
 
 class JobRegistry:

@@ -21,10 +21,10 @@ from psycopg import pq
 from sqlalchemy import event
 
 from app.core.claims import Claim, ClaimRequest
+from app.core.outcomes import Outcome, RunStatus
 from app.store.claiming import claim_run, ensure_jobs
 from app.store.database import Database
-from app.store.models import RunStatus
-from app.store.runs import Outcome, finish_run
+from app.store.runs import finish_run
 
 WARMUP_RUNS = 200
 TIMED_RUNS = 4000

@@ -23,6 +23,7 @@ from app.job import Job, RunContext
 from app.registry import JobRegistry, configure
 from app.runtime.worker import Worker
 from app.store.database import Database
+from app.store.facade import Store
 from benchmarks.server import CpuTicks, cpu_ticks
 
 TICK_JOBS = 1000
@@ -45,7 +46,7 @@ def _worker(url: str, index: int) -> Worker:
     database = Database(url, application_name=f"bench-tick-{index}")
     configured = configure(JobRegistry(jobs), settings)
     return Worker(
-        database, configured, settings, worker_id=f"bench:{index}", clock=lambda: TICK_NOW
+        Store(database), configured, settings, worker_id=f"bench:{index}", clock=lambda: TICK_NOW
     )
 
 

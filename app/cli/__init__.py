@@ -28,9 +28,9 @@ from app.cli.schema import cmd_check, cmd_migrate
 from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
 from app.cli.views import cmd_history, cmd_jobs, cmd_next
 from app.cli.worker import cmd_worker
+from app.core.outcomes import RunStatus
 from app.errors import ConfigError, CronlockError
 from app.ops import alerts
-from app.store.models import RunStatus
 
 
 def _positive(raw: str) -> int:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.config import Settings
+from app.core.job import ConfiguredJob
 from app.errors import UnknownJob
 from app.ops.logs import configure_logging
 from app.registry import (
-    ConfiguredJob,
     JobRegistry,
     configure,
     load_registry,
@@ -20,9 +20,7 @@ from app.registry import (
 )
 from app.store.database import Database
 from app.store.embedded import start_embedded
-from app.store.history import (
-    recorded_job_names,
-)
+from app.store.facade import Store
 from app.store.migrations import ensure_at_head, upgrade_to_head
 
 logger = logging.getLogger(__name__)
@@ -73,17 +71,18 @@ def open_database(settings: Settings, *, migrate_embedded: bool = True) -> Datab
     return database
 
 
-def ready_database(settings: Settings) -> Database:
+def ready_store(settings: Settings) -> Store:
+    """The store on a database whose schema is at head (exit 2 with advice otherwise)."""
     database = open_database(settings)
     ensure_at_head(database)
-    return database
+    return Store(database)
 
 
 # -- commands ----------------------------------------------------------------
 
 
-def known_job(database: Database, deployment: Deployment, name: str) -> str:
-    if name in deployment.registry or name in recorded_job_names(database):
+def known_job(store: Store, deployment: Deployment, name: str) -> str:
+    if name in deployment.registry or name in store.recorded_job_names():
         return name
     raise UnknownJob(unknown_job_message(name, deployment.registry.names))
 

@@ -10,24 +10,18 @@ from app.cli.common import (
     EXIT_OK,
     Deployment,
     known_job,
-    ready_database,
+    ready_store,
 )
 from app.config import env_prefix
 from app.core.claims import Skip, Wait
+from app.core.outcomes import RunOutcome, RunStatus, Trigger
 from app.errors import ConfigError, UnknownJob
 from app.registry import (
     unknown_job_message,
 )
-from app.runtime.execution import RunOutcome
-from app.runtime.runner import AttemptResult, attempt_run, claim_request
+from app.runtime.runner import InstantResult, claim_and_run, claim_request
 from app.runtime.worker import default_worker_id, utc_now
-from app.store.claiming import ensure_jobs
-from app.store.control import operator, pause_all, pause_job, resume_all, resume_job
-from app.store.history import (
-    get_run,
-    latest_attempt,
-)
-from app.store.models import RunStatus, Trigger
+from app.store.control import operator
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +35,8 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
             f"job {job.name!r} is disabled by {env_prefix(job.name)}_ENABLED; "
             "enable it, or pass --force to run it anyway"
         )
-    database = ready_database(deployment.settings)
-    ensure_jobs(database, [job.name])
+    store = ready_store(deployment.settings)
+    store.ensure_jobs([job.name])
     request = claim_request(
         job,
         scheduled_for=utc_now(),
@@ -52,11 +46,11 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         wait_for_lock=True,
         ignore_pause=args.force,
     )
-    result = attempt_run(database, job, request, settings=deployment.settings)
+    result = claim_and_run(store, job, request, settings=deployment.settings)
     return _print_attempt(job.name, result)
 
 
-def _print_attempt(job_name: str, result: AttemptResult) -> int:
+def _print_attempt(job_name: str, result: InstantResult) -> int:
     if isinstance(result, RunOutcome):
         detail = f": {result.error}" if result.error else ""
         print(
@@ -71,15 +65,15 @@ def _print_attempt(job_name: str, result: AttemptResult) -> int:
 
 def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
     """Re-run a FAILED run's instant as a new attempt, through the lock."""
-    database = ready_database(deployment.settings)
-    run = get_run(database, args.run_id)
+    store = ready_store(deployment.settings)
+    run = store.get_run(args.run_id)
     if run is None:
         raise ConfigError(f"no run has id {args.run_id}; `cronlock history --failed` lists them")
     if run.status != RunStatus.FAILURE:
         raise ConfigError(f"run {run.id} is {run.status}; only a FAILURE can be retried")
     if run.job_name not in deployment.registry:
         raise UnknownJob(unknown_job_message(run.job_name, deployment.registry.names))
-    newest = latest_attempt(database, run.job_name, run.scheduled_for)
+    newest = store.latest_attempt(run.job_name, run.scheduled_for)
     if newest.attempt != run.attempt:
         follow = {
             RunStatus.FAILURE: f"retry run {newest.id} instead",
@@ -101,7 +95,7 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
         ignore_pause=True,
         retry_run_id=run.id,
     )
-    result = attempt_run(database, job, request, settings=deployment.settings)
+    result = claim_and_run(store, job, request, settings=deployment.settings)
     return _print_attempt(run.job_name, result)
 
 
@@ -109,13 +103,13 @@ def cmd_pause(args: argparse.Namespace, deployment: Deployment) -> int:
     """Pause one job, or all, on every replica."""
     if bool(args.job) == bool(args.all):
         raise ConfigError("name one JOB to pause, or pass --all")
-    database = ready_database(deployment.settings)
+    store = ready_store(deployment.settings)
     if args.all:
-        pause_all(database, reason=args.reason, paused_by=operator())
+        store.pause_all(reason=args.reason, paused_by=operator())
         print(f"all jobs paused: {args.reason}")
     else:
-        name = known_job(database, deployment, args.job)
-        pause_job(database, name, reason=args.reason, paused_by=operator())
+        name = known_job(store, deployment, args.job)
+        store.pause_job(name, reason=args.reason, paused_by=operator())
         print(f"{name} paused: {args.reason}")
     return EXIT_OK
 
@@ -124,11 +118,11 @@ def cmd_resume(args: argparse.Namespace, deployment: Deployment) -> int:
     """Resume one job, or lift `pause --all`."""
     if bool(args.job) == bool(args.all):
         raise ConfigError("name one JOB to resume, or pass --all")
-    database = ready_database(deployment.settings)
+    store = ready_store(deployment.settings)
     if args.all:
-        was = resume_all(database)
+        was = store.resume_all()
         print("all jobs resumed" if was else "jobs were not paused with --all")
     else:
-        name = known_job(database, deployment, args.job)
-        print(f"{name} resumed" if resume_job(database, name) else f"{name} was not paused")
+        name = known_job(store, deployment, args.job)
+        print(f"{name} resumed" if store.resume_job(name) else f"{name} was not paused")
     return EXIT_OK

@@ -11,7 +11,7 @@ from app.cli.common import (
     EXIT_OK,
     Deployment,
     fmt_time,
-    ready_database,
+    ready_store,
     table,
 )
 from app.errors import UnknownJob
@@ -19,16 +19,7 @@ from app.registry import (
     unknown_job_message,
 )
 from app.runtime.worker import utc_now
-from app.store.control import pauses
-from app.store.history import (
-    JobStats,
-    RunRecord,
-    job_stats,
-    last_runs,
-    list_runs,
-    recorded_job_names,
-    streaks,
-)
+from app.store.history import JobStats, RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +27,12 @@ logger = logging.getLogger(__name__)
 def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
     """Each job: schedule, next instant, last run, and its record over the retention window."""
     settings = deployment.settings
-    database = ready_database(settings)
+    store = ready_store(settings)
     names = [j.name for j in deployment.jobs]
-    latest = last_runs(database, names)
-    stats = job_stats(database, days=settings.history_retention_days)
-    streak = streaks(database, names)
-    everything, paused = pauses(database)
+    latest = store.last_runs(names)
+    stats = store.job_stats(days=settings.history_retention_days)
+    streak = store.streaks(names)
+    everything, paused = store.pauses()
     now = utc_now()
     rows = []
     for configured in deployment.jobs:
@@ -110,13 +101,12 @@ def _record_json(run: RunRecord) -> dict[str, Any]:
 def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
     """Show recent runs, newest first."""
     settings = deployment.settings
-    database = ready_database(settings)
+    store = ready_store(settings)
     if args.job is not None and args.job not in deployment.registry:
-        known = recorded_job_names(database)
+        known = store.recorded_job_names()
         if args.job not in known:
             raise UnknownJob(unknown_job_message(args.job, deployment.registry.names))
-    runs = list_runs(
-        database,
+    runs = store.list_runs(
         job_name=args.job,
         status=args.status,
         unrecovered_failures=args.failed,

@@ -13,7 +13,7 @@ from app.cli.common import (
     EXIT_JOB_FAILED,
     EXIT_OK,
     Deployment,
-    ready_database,
+    ready_store,
 )
 from app.ops.health import HealthServer
 from app.ops.systemd import Notifier
@@ -25,14 +25,14 @@ logger = logging.getLogger(__name__)
 def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     """Run the jobs on their schedules until SIGINT/SIGTERM (or once, with --once)."""
     settings = deployment.settings
-    database = ready_database(settings)
+    store = ready_store(settings)
     notifier = Notifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
-    worker = Worker(database, deployment.jobs, settings, notifier=notifier)
+    worker = Worker(store, deployment.jobs, settings, notifier=notifier)
     _stop_on_signals(worker)
     server = None
     if settings.metrics_port is not None and not args.once:
         server = HealthServer(
-            database,
+            store.database,
             worker.liveness,
             host=settings.metrics_host,
             port=settings.metrics_port,
@@ -45,7 +45,7 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
         worker.worker_id,
         len(worker.jobs),
         len(worker.enabled),
-        database.display_url,
+        store.database.display_url,
         extra={"event": "worker_started", "worker_id": worker.worker_id},
     )
     try:

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.core.outcomes import RunStatus, Trigger
 from app.errors import DatabaseError
-from app.store.models import RunStatus, Trigger
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class ClaimUnacknowledged(DatabaseError):  # noqa: N818 - reads as the condition
     """The claim's COMMIT was sent but its answer never came: the run may exist, RUNNING.
 
     Its body has not run. The worker that made it resumes it once the database
-    answers again (`app.runtime.runner.resume_claim`); anyone else sees a live run until its
+    answers again (`app.runtime.unanswered.resume_claim`); anyone else sees a live run until its
     heartbeat is STALE_JOB_THRESHOLD_SECONDS old.
     """
 

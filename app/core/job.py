@@ -1,86 +1,25 @@
-"""What a job is: a named body with its schedule and options, and what it is handed when it runs."""
+"""What a job is: a named body with its schedule and options (checked when defined)."""
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event, func, select
-from sqlalchemy.orm import Session, SessionTransaction
-
-from app.config import Settings
+from app.core.schedule import Schedule
 from app.errors import InvalidJob
-from app.store.database import Database
+
+if TYPE_CHECKING:  # what a body and a pre-check are handed, made by the runtime
+    from app.runtime.context import PreCheckContext, RunContext
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 MAX_NAME_LENGTH = 63
 
 
-@dataclass(frozen=True, kw_only=True)
-class PreCheckContext:
-    """What a pre-check sees. `session` is the lock transaction: read, don't commit."""
-
-    job_name: str
-    scheduled_for: datetime
-    trigger: str
-    session: Session
-    settings: Settings
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunContext:
-    """What a job body is handed for one run."""
-
-    job_name: str
-    run_id: int
-    scheduled_for: datetime
-    trigger: str
-    attempt: int
-    settings: Settings
-    logger: logging.Logger
-    database: Database
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    timeout_s: float | None = None
-    transaction: Connection | None = None
-    lease_lost: Callable[[], bool] = field(default=lambda: False, repr=False)
-
-    def should_stop(self) -> bool:
-        """True once the worker asks the body to stop (its claim is no longer trusted)."""
-        return self.cancelled.is_set() or self.lease_lost()
-
-    def session(self) -> Session:
-        """A session for work in cronlock's database.
-
-        For a transactional job, the session works inside the run's transaction,
-        which also records its SUCCESS: ``commit()`` and ``close()`` on it leave that
-        transaction to cronlock, so ``with ctx.session() as s:`` is safe. Otherwise
-        a new session, whose statements are capped by the job's timeout.
-        """
-        if self.transaction is not None:
-            return Session(bind=self.transaction, join_transaction_mode="rollback_only")
-        session = self.database.session()
-        if self.timeout_s is not None:
-            cap_statements(session, self.timeout_s)
-        return session
-
-
-def cap_statements(session: Session, timeout_s: float) -> None:
-    """Give every transaction of `session` a statement_timeout of `timeout_s`."""
-    milliseconds = str(max(int(timeout_s * 1000), 1))
-
-    @event.listens_for(session, "after_begin")
-    def _cap(_s: Session, _tx: SessionTransaction, connection: Connection) -> None:
-        connection.execute(select(func.set_config("statement_timeout", milliseconds, True)))
-
-
 JobResult = Mapping[str, Any] | None
-JobBody = Callable[[RunContext], JobResult]
-PreCheck = Callable[[PreCheckContext], str | None]
+JobBody = Callable[["RunContext"], JobResult]
+PreCheck = Callable[["PreCheckContext"], str | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +68,20 @@ class Job:
             raise InvalidJob(
                 f"job {self.name!r}: misfire_grace_s={self.misfire_grace_s!r} cannot be negative"
             )
+
+
+@dataclass(frozen=True)
+class ConfiguredJob:
+    """A job with this deployment's schedule and enable flag applied."""
+
+    job: Job
+    schedule: Schedule
+    enabled: bool
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self.job.name
 
 
 def job(

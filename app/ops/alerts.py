@@ -20,24 +20,23 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from sqlalchemy import select
-
 from app.config import Settings
+from app.core.backoff import Backoff
+from app.core.outcomes import RunStatus
 from app.errors import DatabaseError
 from app.ops import metrics
-from app.store.control import close_alert, open_alert
-from app.store.database import Database
-from app.store.history import streaks
-from app.store.models import JobExecution, RunStatus
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_S = 5
-WEBHOOK_RETRY_DELAYS_S = (1.0, 5.0)  # before the second and third tries
+# Three tries, 1 s and 5 s apart.
+WEBHOOK_TRIES = 3
+WEBHOOK_BACKOFF = Backoff(1.0, factor=5.0, cap_s=5.0)
 
 
 def after_run(
-    database: Database,
+    store: Store,
     settings: Settings,
     *,
     job_name: str,
@@ -45,17 +44,17 @@ def after_run(
     alert_open: bool,
     worker_id: str,
 ) -> None:
-    """Open or close the job's alert after a run; never raises."""
+    """Open or close the job's alert after a run, and publish its failure streak; never raises."""
+    failures = None
     try:
         if status == RunStatus.SUCCESS:
-            if alert_open and close_alert(database, job_name):
+            if alert_open and store.close_alert(job_name):
                 _recovered(settings, job_name, worker_id)
-        elif status == RunStatus.FAILURE:
-            failures = streaks(database, [job_name]).get(job_name)
-            count = failures.failures if failures else 0
-            metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).set(count)
-            if count >= settings.alert_after_failures and open_alert(database, job_name):
-                _failing(database, settings, job_name, count, worker_id)
+            return
+        streak = store.streaks([job_name]).get(job_name)
+        failures = streak.failures if streak else 0
+        if failures >= settings.alert_after_failures and store.open_alert(job_name):
+            _failing(store, settings, job_name, failures, worker_id)
     except DatabaseError as exc:
         logger.warning(
             "could not update the alert state of %s: %s",
@@ -63,25 +62,21 @@ def after_run(
             exc.message,
             extra={"event": "alert_state_failed", "job": job_name},
         )
+    finally:
+        if status == RunStatus.FAILURE:
+            metrics.failure_streak(job_name, failures)
 
 
 def _failing(
-    database: Database, settings: Settings, job_name: str, failures: int, worker_id: str
+    store: Store, settings: Settings, job_name: str, failures: int, worker_id: str
 ) -> None:
-    recent = (
-        select(JobExecution.id, JobExecution.error_message)
-        .where(JobExecution.job_name == job_name, JobExecution.status == RunStatus.FAILURE)
-        .order_by(JobExecution.id.desc())
-        .limit(min(failures, 20))
-    )
-    with database.autocommit() as conn:
-        rows = conn.execute(recent).all()
+    recent = store.recent_failures(job_name, limit=min(failures, 20))
     payload = {
         "event": "job_failing",
         "job": job_name,
         "failures": failures,
-        "last_error": rows[0].error_message if rows else None,
-        "run_ids": [row.id for row in rows],
+        "last_error": recent[0][1] if recent else None,
+        "run_ids": [run_id for run_id, _ in recent],
         "worker_id": worker_id,
         "message": f"cronlock job {job_name} has failed {failures} times in a row",
     }
@@ -162,7 +157,7 @@ class _Outbox:
 def _deliver(url: str, payload: dict[str, Any]) -> None:
     """POST `payload`, retrying what may pass (no answer, 5xx, 408, 429); log if it never does."""
     body = json.dumps(payload).encode()
-    for delay_s in (0.0, *WEBHOOK_RETRY_DELAYS_S):
+    for delay_s in (0.0, *WEBHOOK_BACKOFF.delays_s(WEBHOOK_TRIES)):
         time.sleep(delay_s)
         request = urllib.request.Request(  # noqa: S310 - the operator's http(s) URL
             url, data=body, headers={"Content-Type": "application/json"}, method="POST"

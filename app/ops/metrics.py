@@ -7,10 +7,14 @@ and would rename ours to `exported_job`.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app import __version__
+from app.core.outcomes import RunStatus
 
 REGISTRY = CollectorRegistry()
 
@@ -80,6 +84,68 @@ WORKER = Gauge(
 def describe_worker(worker_id: str) -> None:
     """Publish the worker's identity."""
     WORKER.labels(worker_id=worker_id, version=__version__).set(1)
+
+
+def describe_job(
+    job_name: str,
+    *,
+    period_s: float,
+    last_success_at: datetime | None = None,
+    failures: int | None = None,
+    last_failure_at: datetime | None = None,
+) -> None:
+    """Publish a job's period and its streak as the table holds it (at start-up)."""
+    PERIOD.labels(job_name=job_name).set(period_s)
+    if last_success_at is not None:
+        LAST_SUCCESS.labels(job_name=job_name).set(last_success_at.timestamp())
+    if failures is not None:
+        CONSECUTIVE_FAILURES.labels(job_name=job_name).set(failures)
+    if last_failure_at is not None:
+        # The failing alert compares it with the last success: without it a
+        # restart would clear an open page until the next failure.
+        LAST_FAILURE.labels(job_name=job_name).set(last_failure_at.timestamp())
+
+
+def run_ended(job_name: str, status: RunStatus, duration_ms: float) -> None:
+    """Count a SUCCESS or FAILURE this worker recorded, and time it."""
+    RUNS.labels(job_name=job_name, outcome=status.lower()).inc()
+    DURATION.labels(job_name=job_name).observe(duration_ms / 1000)
+    if status == RunStatus.SUCCESS:
+        LAST_SUCCESS.labels(job_name=job_name).set(time.time())
+        CONSECUTIVE_FAILURES.labels(job_name=job_name).set(0)
+    else:
+        LAST_FAILURE.labels(job_name=job_name).set(time.time())
+
+
+def failure_streak(job_name: str, failures: int | None) -> None:
+    """The job's failures in a row after a FAILURE: as counted in the table, or, when the
+    table could not be read, one more than this worker last knew."""
+    gauge = CONSECUTIVE_FAILURES.labels(job_name=job_name)
+    if failures is None:
+        gauge.inc()
+    else:
+        gauge.set(failures)
+
+
+def outcomes_recorded(job_name: str, outcome: str, count: int = 1) -> None:
+    """Count outcomes written without a body run: `missed` or `skipped`."""
+    RUNS.labels(job_name=job_name, outcome=outcome).inc(count)
+
+
+def claim_skipped(job_name: str, reason: str) -> None:
+    """A claim that started no run, by reason."""
+    SKIPPED.labels(job_name=job_name, reason=reason).inc()
+
+
+@contextmanager
+def running(job_name: str) -> Iterator[None]:
+    """1 while the block runs the job's body."""
+    gauge = RUNNING.labels(job_name=job_name)
+    gauge.set(1)
+    try:
+        yield
+    finally:
+        gauge.set(0)
 
 
 def loop_went_round() -> None:

@@ -1,101 +1,73 @@
-"""Running a claimed run: its body under its lease and its timeout, then its outcome.
+"""Running a claimed run: prepare, run the body, conclude.
 
-The claim decided that this worker runs the instant (`app.runtime.runner`); here the
-body runs, its result is checked for what PostgreSQL can store, and how it
-ended is recorded (`app.runtime.finish`) and counted.
+The claim decided that this worker runs the instant (`app.runtime.runner`).
+Here the body runs under its lease and its timeout (`prepare`, `_run_body`),
+and `conclude` turns how it ended into the outcome to store, finishes the run
+(`app.runtime.finish`) and observes it (`app.ops.observe`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
 from app.config import Settings
 from app.core.claims import Claim
-from app.core.job import Job, RunContext
+from app.core.job import Job
+from app.core.outcomes import Outcome, RunOutcome, RunStatus, checked_result, retry_delay_s
 from app.errors import DatabaseError
 from app.ops import metrics
-from app.ops.alerts import after_run
-from app.ops.logs import scrub
-from app.runtime.finish import close_transaction, log_outcome, record_outcome
+from app.ops.logs import job_scope, scrub
+from app.ops.observe import observe_outcome
+from app.runtime.context import RunContext
+from app.runtime.finish import close_transaction, record_outcome
 from app.runtime.interrupts import Alarm, RunInterrupted
-from app.runtime.lease import Heartbeat
-from app.store.database import Database
-from app.store.models import RunStatus
-from app.store.runs import Outcome
+from app.runtime.lease import Heartbeat, Lease
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
 
-MAX_RESULT_BYTES = 64 * 1024
 
+@dataclass
+class Execution:
+    """One claimed run while it executes: what its body, its lease and its finish share."""
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """A run this worker claimed, and how it ended."""
+    store: Store
+    job: Job
+    claim: Claim
+    settings: Settings
+    heartbeat: Heartbeat
+    lease: Lease
+    fields: dict[str, Any]
+    transaction: Connection | None = None
 
-    run_id: int
-    status: RunStatus
-    duration_ms: float
-    error: str | None = None
-    recorded: bool = True
-    retry_in_s: float | None = None  # None: no retry; else due in this many seconds
-
-
-def retry_delay_s(job: Job, attempt: int) -> float | None:
-    """Exponential backoff with jitter before attempt + 1, or None when no retry is left."""
-    if attempt > job.retries:
-        return None
-    jitter: float = random.uniform(0.5, 1.5)  # noqa: S311 - spreading retries, not secrets
-    return float(job.retry_backoff_s * 2 ** (attempt - 1) * jitter)
-
-
-def count_outcome(job_name: str, status: RunStatus, duration_ms: float) -> None:
-    metrics.RUNS.labels(job_name=job_name, outcome=status.lower()).inc()
-    metrics.DURATION.labels(job_name=job_name).observe(duration_ms / 1000)
-    if status == RunStatus.SUCCESS:
-        metrics.LAST_SUCCESS.labels(job_name=job_name).set(time.time())
-        metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).set(0)
-    else:
-        metrics.LAST_FAILURE.labels(job_name=job_name).set(time.time())
-        metrics.CONSECUTIVE_FAILURES.labels(job_name=job_name).inc()  # exact once alerts reads it
-
-
-def _json_result(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise TypeError(f"a job returns a dict or None, not {type(value).__name__}")
-    try:
-        encoded = json.dumps(value, allow_nan=False)
-    except ValueError:
-        raise ValueError("the result holds NaN or Infinity, which JSON cannot store") from None
-    if len(encoded) > MAX_RESULT_BYTES:
-        raise ValueError(f"the result is {len(encoded)} bytes; keep it under {MAX_RESULT_BYTES}")
-    decoded: dict[str, Any] = json.loads(encoded)
-    if _holds_nul(decoded):
-        raise ValueError("the result holds a NUL character, which PostgreSQL cannot store")
-    return decoded
-
-
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    return False
+    def context(self) -> RunContext:
+        """What the body is handed."""
+        return RunContext(
+            job_name=self.job.name,
+            run_id=self.claim.run_id,
+            scheduled_for=self.claim.scheduled_for,
+            trigger=self.claim.trigger,
+            attempt=self.claim.attempt,
+            settings=self.settings,
+            logger=logging.getLogger(f"cronlock.job.{self.job.name}"),
+            database=self.store.database,
+            cancelled=self.lease.cancelled,
+            timeout_s=self.job.timeout_s,
+            transaction=self.transaction,
+            lease_lost=lambda: self.lease.lost,
+        )
 
 
 def execute(
-    database: Database,
+    store: Store,
     job: Job,
     claim: Claim,
     settings: Settings,
@@ -107,8 +79,57 @@ def execute(
     """Run the body of a claimed run under its lease, and record SUCCESS or FAILURE.
 
     `heartbeat` is the worker's; without one, a heartbeat thread lives for this run.
+    Every line logged meanwhile carries the job's name.
     """
-    fields = {
+    with job_scope(job.name):
+        return _execute(
+            store, job, claim, settings, expires_at=expires_at, alarm=alarm, heartbeat=heartbeat
+        )
+
+
+def _execute(
+    store: Store,
+    job: Job,
+    claim: Claim,
+    settings: Settings,
+    *,
+    expires_at: datetime | None,
+    alarm: Alarm,
+    heartbeat: Heartbeat | None,
+) -> RunOutcome:
+    own_heartbeat = heartbeat is None
+    heartbeat = heartbeat or Heartbeat(
+        store, interval_s=settings.heartbeat_interval_s, stale_after_s=settings.stale_threshold_s
+    )
+    run = Execution(
+        store,
+        job,
+        claim,
+        settings,
+        heartbeat,
+        heartbeat.lease(claim.run_id, job.name),
+        fields=_fields(job, claim),
+    )
+    logger.info(
+        "started run %s for %s (attempt %d)",
+        claim.run_id,
+        claim.scheduled_for.isoformat(),
+        claim.attempt,
+        extra={"event": "run_started", **run.fields},
+    )
+    started = time.perf_counter()
+    try:
+        with metrics.running(job.name), _interrupts_recorded(run):
+            ending = _prepare_and_run(run, alarm)
+    finally:
+        if own_heartbeat:
+            heartbeat.close()
+    return conclude(run, ending, (time.perf_counter() - started) * 1000, expires_at=expires_at)
+
+
+def _fields(job: Job, claim: Claim) -> dict[str, Any]:
+    """The run's fields on every log line about it."""
+    return {
         "job": job.name,
         "scheduled_for": claim.scheduled_for.isoformat(),
         "run_id": claim.run_id,
@@ -116,103 +137,42 @@ def execute(
         "trigger": claim.trigger,
         "worker_id": claim.worker_id,
     }
-    logger.info(
-        "started run %s for %s (attempt %d)",
-        claim.run_id,
-        claim.scheduled_for.isoformat(),
-        claim.attempt,
-        extra={"event": "run_started", **fields},
-    )
-    own_heartbeat = heartbeat is None
-    heartbeat = heartbeat or Heartbeat(
-        database,
-        interval_s=settings.heartbeat_interval_s,
-        stale_after_s=settings.stale_threshold_s,
-    )
-    lease = heartbeat.lease(claim.run_id, job.name)
-    started = time.perf_counter()
-    running = metrics.RUNNING.labels(job_name=job.name)
-    running.set(1)
-    transaction: Connection | None = None
+
+
+def _prepare_and_run(run: Execution, alarm: Alarm) -> Outcome:
+    """Open the run's transaction (transactional jobs), then run the body under its lease."""
+    with run.heartbeat.track(run.lease):
+        try:
+            if run.job.transactional:
+                run.transaction = run.store.open_run_transaction(timeout_s=run.job.timeout_s)
+        except DatabaseError as exc:
+            # The run is committed RUNNING, so it must end FAILURE, not linger.
+            return Outcome(RunStatus.FAILURE, error=f"could not begin the run: {exc.message}")
+        return _run_body(run.job, run.context(), alarm)
+
+
+@contextmanager
+def _interrupts_recorded(run: Execution) -> Iterator[None]:
+    """A stop that interrupts the run (KeyboardInterrupt, SystemExit): record FAILURE, go on."""
     try:
-        with heartbeat.track(lease):
-            transaction = _open_transaction(database, job) if job.transactional else None
-            context = RunContext(
-                job_name=job.name,
-                run_id=claim.run_id,
-                scheduled_for=claim.scheduled_for,
-                trigger=claim.trigger,
-                attempt=claim.attempt,
-                settings=settings,
-                logger=logging.getLogger(f"cronlock.job.{job.name}"),
-                database=database,
-                cancelled=lease.cancelled,
-                timeout_s=job.timeout_s,
-                transaction=transaction,
-                lease_lost=lambda: lease.lost,
-            )
-            ending = _run_body(job, context, alarm)
-    except DatabaseError as exc:
-        # Only opening the run's transaction gets here (the body's errors are its
-        # outcome): the run is committed RUNNING, so it must end FAILURE, not linger.
-        ending = Outcome(RunStatus.FAILURE, error=f"could not begin the run: {exc.message}")
+        yield
     except BaseException as exc:
-        # KeyboardInterrupt, SystemExit: record the run, then let the signal go on.
-        close_transaction(transaction)
-        interrupted = Outcome(RunStatus.FAILURE, error=scrub(_interrupted(exc), settings.secrets))
+        close_transaction(run.transaction)
+        reason = (
+            exc.reason if isinstance(exc, RunInterrupted) else f"interrupted: {type(exc).__name__}"
+        )
+        interrupted = Outcome(RunStatus.FAILURE, error=scrub(reason, run.settings.secrets))
         record_outcome(
-            database,
+            run.store,
             None,
-            claim,
-            settings,
+            run.claim,
+            run.settings,
             interrupted,
             delay=None,
             expires_at=None,
-            alive=heartbeat.alive,
+            alive=run.heartbeat.alive,
         )
         raise
-    finally:
-        running.set(0)
-        if own_heartbeat:
-            heartbeat.close()
-    duration_ms = (time.perf_counter() - started) * 1000
-    if ending.error is not None:
-        # Errors are stored and shown by `cronlock history`: no secret goes with them.
-        ending = Outcome(ending.status, ending.result, scrub(ending.error, settings.secrets))
-    if lease.lost and ending.status == RunStatus.SUCCESS:
-        ending = Outcome(RunStatus.FAILURE, error=f"lease lost: {lease.lost_reason}")
-    delay = retry_delay_s(job, claim.attempt) if ending.status == RunStatus.FAILURE else None
-    if delay is not None and lease.lost:
-        delay = None
-    ending, finished = record_outcome(
-        database,
-        transaction,
-        claim,
-        settings,
-        ending,
-        delay=delay,
-        expires_at=expires_at,
-        alive=heartbeat.alive,
-    )
-    log_outcome(database, claim, ending, duration_ms=duration_ms, finished=finished, fields=fields)
-    if finished.landed:
-        count_outcome(job.name, ending.status, duration_ms)
-        after_run(
-            database,
-            settings,
-            job_name=job.name,
-            status=ending.status,
-            alert_open=claim.alert_open,
-            worker_id=claim.worker_id,
-        )
-    return RunOutcome(
-        claim.run_id,
-        ending.status,
-        duration_ms,
-        ending.error,
-        finished.landed,
-        delay if finished.retry_at is not None else None,
-    )
 
 
 def _run_body(job: Job, context: RunContext, alarm: Alarm) -> Outcome:
@@ -222,7 +182,7 @@ def _run_body(job: Job, context: RunContext, alarm: Alarm) -> Outcome:
         with alarm.body():
             value = job.body(context)
         alarm.disarm()
-        return Outcome(RunStatus.SUCCESS, result=_json_result(value))
+        return Outcome(RunStatus.SUCCESS, result=checked_result(value))
     except RunInterrupted as exc:
         return Outcome(RunStatus.FAILURE, error=exc.reason)
     except Exception as exc:
@@ -238,20 +198,42 @@ def _run_body(job: Job, context: RunContext, alarm: Alarm) -> Outcome:
         alarm.disarm()
 
 
-def _interrupted(exc: BaseException) -> str:
-    return exc.reason if isinstance(exc, RunInterrupted) else f"interrupted: {type(exc).__name__}"
-
-
-def _open_transaction(database: Database, job: Job) -> Connection:
-    """The run's transaction: the body's writes and its SUCCESS commit together."""
-    with database.translated_errors():
-        conn = database.engine.connect()
-        try:
-            conn.begin()
-            if job.timeout_s is not None:
-                milliseconds = str(max(int(job.timeout_s * 1000), 1))
-                conn.execute(select(func.set_config("statement_timeout", milliseconds, True)))
-        except BaseException:
-            conn.close()
-            raise
-    return conn
+def conclude(
+    run: Execution, ending: Outcome, duration_ms: float, *, expires_at: datetime | None
+) -> RunOutcome:
+    """Turn how the body ended into the outcome to store; finish the run and observe it."""
+    if ending.error is not None:
+        # Errors are stored and shown by `cronlock history`: no secret goes with them.
+        ending = Outcome(ending.status, ending.result, scrub(ending.error, run.settings.secrets))
+    lost = run.lease.lost
+    if lost and ending.status == RunStatus.SUCCESS:
+        ending = Outcome(RunStatus.FAILURE, error=f"lease lost: {run.lease.lost_reason}")
+    failed = ending.status == RunStatus.FAILURE
+    delay = retry_delay_s(run.job, run.claim.attempt) if failed and not lost else None
+    ending, finished = record_outcome(
+        run.store,
+        run.transaction,
+        run.claim,
+        run.settings,
+        ending,
+        delay=delay,
+        expires_at=expires_at,
+        alive=run.heartbeat.alive,
+    )
+    observe_outcome(
+        run.store,
+        run.settings,
+        run.claim,
+        ending,
+        duration_ms=duration_ms,
+        finished=finished,
+        fields=run.fields,
+    )
+    return RunOutcome(
+        run.claim.run_id,
+        ending.status,
+        duration_ms,
+        ending.error,
+        finished.landed,
+        delay if finished.retry_at is not None else None,
+    )

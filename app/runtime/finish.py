@@ -1,41 +1,32 @@
-"""Writing a run's outcome: through an outage, past values the server refuses to
-store, and, for a transactional run, together with the body's writes.
+"""Finishing a run: writing its outcome through an outage, past values the server
+refuses to store, and, for a transactional run, together with the body's writes.
 
-The runner hands over how the run ended; what lands in the table, and the log
-line that says so, are decided here.
+Execution hands over how the run ended; what lands in the table is decided
+here (`app.ops.observe` says so in the log).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
+from app.core.backoff import Backoff
 from app.core.claims import Claim
+from app.core.outcomes import Outcome, RunStatus
 from app.errors import DatabaseError, ValueRefused
-from app.store.database import Database
-from app.store.driver import DriverConnection
-from app.store.models import RunStatus
-from app.store.runs import (
-    Finished,
-    Outcome,
-    duplicate_success,
-    finish_held,
-    finish_on,
-    finish_run,
-    takeover_of,
-)
+from app.store.facade import Store
+from app.store.runs import Finished, duplicate_success
 
 logger = logging.getLogger(__name__)
 
-RECORD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0)
+# Rewrites of an outcome through an outage: 0.5 s, doubling, at most 5 s apart.
+RECORD_BACKOFF = Backoff(0.5, cap_s=5.0)
 UNSTORABLE = Outcome(
     RunStatus.FAILURE, error="outcome not stored: the server refused its values (see the log)"
 )
@@ -52,7 +43,7 @@ def close_transaction(conn: Connection | None) -> None:
 
 
 def record_outcome(
-    database: Database,
+    store: Store,
     conn: Connection | None,
     claim: Claim,
     settings: Settings,
@@ -74,11 +65,11 @@ def record_outcome(
             ending = Outcome(RunStatus.FAILURE, error="the job rolled its transaction back")
         try:
             if ending.status == RunStatus.SUCCESS:
-                with database.translated_errors():
-                    finished = finish_on(DriverConnection.under(conn), claim.run_id, ending)
-                    if finished.landed:
+                finished = store.finish_in(conn, claim.run_id, ending)
+                if finished.landed:
+                    with store.database.translated_errors():
                         conn.commit()
-                    return ending, finished
+                return ending, finished
         except DatabaseError as exc:
             # Most likely the transaction is lost with its writes: record that instead.
             # If only the COMMIT's answer was lost, the run holds the SUCCESS.
@@ -89,7 +80,7 @@ def record_outcome(
         finally:
             close_transaction(conn)
     return _record(
-        database,
+        store,
         claim,
         settings,
         ending,
@@ -101,7 +92,7 @@ def record_outcome(
 
 
 def _record(
-    database: Database,
+    store: Store,
     claim: Claim,
     settings: Settings,
     ending: Outcome,
@@ -121,13 +112,13 @@ def _record(
     attempts = 0
     while True:
         try:
-            finished = finish_run(
-                database, claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
+            finished = store.finish(
+                claim.run_id, ending, retry_delay_s=delay, expires_at=expires_at
             )
             if finished.landed or not unanswered:
                 return ending, finished
             # No longer RUNNING: an earlier write landed, or another worker took over.
-            return finish_held(database, claim.run_id, unanswered) or (ending, finished)
+            return store.finish_held(claim.run_id, unanswered) or (ending, finished)
         except DatabaseError as exc:
             if isinstance(exc, ValueRefused) and ending != UNSTORABLE:
                 # Writing the same values again would fail again: record why, as FAILURE;
@@ -161,62 +152,5 @@ def _record(
                 )
                 return ending, Finished(False)
             alive()
-            time.sleep(RECORD_RETRY_DELAYS_S[min(attempts, len(RECORD_RETRY_DELAYS_S) - 1)])
             attempts += 1
-
-
-def _log_fenced(database: Database, claim: Claim, ending: Outcome, extra: dict[str, Any]) -> None:
-    """A late finish after a takeover: say loudly what is recorded instead, and who runs now."""
-    try:
-        takeover = takeover_of(database, claim.run_id, claim.job_name)
-    except DatabaseError:
-        takeover = None
-    recorded = f"{takeover.status}: {takeover.error_message}" if takeover else "unknown"
-    current = takeover.current_run_id if takeover else None
-    logger.error(
-        "run %s ended %s but was no longer ours, so nothing was recorded; it stays %s; "
-        "run %s has taken the job over",
-        claim.run_id,
-        ending.status,
-        recorded,
-        current if current is not None else "(none yet)",
-        extra={
-            "event": "run_fenced",
-            "status": str(ending.status),
-            "taken_over_by_run_id": current,
-            **extra,
-        },
-    )
-
-
-def log_outcome(
-    database: Database,
-    claim: Claim,
-    ending: Outcome,
-    *,
-    duration_ms: float,
-    finished: Finished,
-    fields: dict[str, Any],
-) -> None:
-    """One line for how the run ended: succeeded, failed, or fenced off by a takeover."""
-    extra = {"duration_ms": duration_ms, **fields}
-    if not finished.landed:
-        _log_fenced(database, claim, ending, extra)
-    elif ending.status == RunStatus.SUCCESS:
-        logger.info(
-            "run %s succeeded in %.0f ms%s",
-            claim.run_id,
-            duration_ms,
-            f": {json.dumps(ending.result)}" if ending.result else "",
-            extra={"event": "run_succeeded", **extra},
-        )
-    else:
-        retry = f"; retry at {finished.retry_at.isoformat()}" if finished.retry_at else ""
-        logger.error(
-            "run %s failed after %.0f ms: %s%s",
-            claim.run_id,
-            duration_ms,
-            ending.error,
-            retry,
-            extra={"event": "run_failed", "error": ending.error, **extra},
-        )
+            time.sleep(RECORD_BACKOFF.delay_s(attempts))

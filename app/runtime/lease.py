@@ -34,8 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from app.errors import DatabaseError
-from app.store.database import Database
-from app.store.runs import renew_lease
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +93,14 @@ class Heartbeat:
 
     def __init__(
         self,
-        database: Database,
+        store: Store,
         *,
         interval_s: float,
         stale_after_s: float,
         on_alive: Callable[[], None] | None = None,
         alive_every_s: float = 5.0,
     ) -> None:
-        self.database = database
+        self.store = store
         self.on_alive = on_alive
         self.alive_every_s = alive_every_s
         self._next_alive_at = 0.0
@@ -183,8 +182,8 @@ class Heartbeat:
     def _renew(self, lease: Lease) -> None:
         sent_at = time.monotonic()
         try:
-            still_ours = renew_lease(
-                self.database, lease.run_id, timeout_s=min(self.interval_s, MAX_RENEWAL_WAIT_S)
+            still_ours = self.store.renew(
+                lease.run_id, timeout_s=min(self.interval_s, MAX_RENEWAL_WAIT_S)
             )
         except Exception as exc:  # any error is a renewal that did not land
             # The thread must outlive it: every later run of this worker relies on it.

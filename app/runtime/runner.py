@@ -1,4 +1,4 @@
-"""One attempt at one (job, instant): claim it, run the body, record the outcome.
+"""Claiming one (job, instant) and running what was won: the path of every run.
 
 Shared by the worker's tick and `cronlock run`, so a manual run goes through the
 same lock and pre-checks as a scheduled one.
@@ -25,27 +25,21 @@ from app.core.claims import (
     Skip,
     Wait,
 )
-from app.core.job import Job, PreCheck, PreCheckContext
+from app.core.job import Job, PreCheck
+from app.core.outcomes import RunOutcome, RunStatus
 from app.errors import DatabaseError
-from app.ops import metrics
-from app.ops.alerts import after_run
 from app.ops.logs import job_scope, scrub
-from app.runtime.execution import RunOutcome, count_outcome, execute
+from app.ops.observe import observe_claim, observe_unstarted_failure
+from app.runtime.context import PreCheckContext
+from app.runtime.execution import execute
 from app.runtime.interrupts import Alarm
-from app.runtime.lease import MAX_RENEWAL_WAIT_S, Heartbeat
-from app.store.claiming import claim_next, claim_run
-from app.store.database import Database
-from app.store.models import RunStatus
-from app.store.runs import Outcome, finish_held, finish_run, renew_lease
+from app.runtime.lease import Heartbeat
+from app.runtime.unanswered import resume_claim
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
 
-# Why a claim whose COMMIT went unanswered is given up instead of run (`resume_claim`).
-NEXT_INSTANT_CAME = "the job's next instant came before the database answered again"
-WORKER_STOPPING = "the worker was stopping"
-
-
-AttemptResult = RunOutcome | Skip | Wait | None
+InstantResult = RunOutcome | Skip | Wait | None
 """None: another worker holds the job's lock; try again later."""
 
 
@@ -96,15 +90,15 @@ def claim_request(
     )
 
 
-def attempt_run(
-    database: Database,
+def claim_and_run(
+    store: Store,
     job: Job,
     request: ClaimRequest,
     *,
     settings: Settings,
     alarm: Alarm | None = None,
     heartbeat: Heartbeat | None = None,
-) -> AttemptResult:
+) -> InstantResult:
     """Claim `request` (see `claim_request`) and, if this worker wins, run it to an outcome.
 
     A claim whose COMMIT goes unanswered is asked about at once, once: a command
@@ -112,144 +106,53 @@ def attempt_run(
     """
     try:
         with job_scope(job.name):
-            claimed: ClaimResult | RunOutcome = claim_run(database, request)
+            claimed: ClaimResult | RunOutcome = store.claim(request)
     except ClaimUnacknowledged as unanswered:
         try:
-            claimed = resume_claim(database, job, unanswered, settings)
+            claimed = resume_claim(store, job, unanswered, settings)
         except DatabaseError:
             raise unanswered  # noqa: B904 - it names the run it may leave; its cause says why
         if claimed is None:
             with job_scope(job.name):
-                claimed = claim_run(database, request)
+                claimed = store.claim(request)
     if isinstance(claimed, RunOutcome):
         return claimed
-    return _follow(database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
+    return _follow(store, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
 
 
 @dataclass(frozen=True)
-class NextAttempt:
-    """What `attempt_next`'s claim found (see NextClaim), and how its attempt ended."""
+class NextRun:
+    """What `claim_next_and_run`'s claim found (see NextClaim), and how its attempt ended."""
 
     claim: NextClaim
-    result: AttemptResult = None
+    result: InstantResult = None
 
 
-def attempt_next(
-    database: Database,
+def claim_next_and_run(
+    store: Store,
     candidates: Sequence[tuple[Job, ClaimRequest]],
     *,
     settings: Settings,
     alarm: Alarm | None = None,
     heartbeat: Heartbeat | None = None,
-) -> NextAttempt:
+) -> NextRun:
     """Claim the first candidate, in order, that is neither settled nor held, and run it."""
-    picked = claim_next(database, [request for _, request in candidates])
+    picked = store.claim_next([request for _, request in candidates])
     for position, skip in picked.settled.items():
         job, request = candidates[position]
-        _follow(database, job, request, skip, settings)
+        _follow(store, job, request, skip, settings)
     for position in picked.held:
         job, request = candidates[position]
-        _follow(database, job, request, None, settings)
+        _follow(store, job, request, None, settings)
     if picked.position is None:
-        return NextAttempt(picked)
+        return NextRun(picked)
     job, request = candidates[picked.position]
-    result = _follow(
-        database, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat
-    )
-    return NextAttempt(picked, result)
-
-
-def resume_claim(
-    database: Database,
-    job: Job,
-    unanswered: ClaimUnacknowledged,
-    settings: Settings,
-    *,
-    give_up: str | None = None,
-) -> Claim | RunOutcome | None:
-    """Settle a claim whose COMMIT went unanswered, now that the database answers.
-
-    If the claim did commit, its run is RUNNING under this worker and nobody is
-    running it. Returns the Claim when it is this worker's to run now. With
-    `give_up` (why not), the run is ended as the instant would have been without
-    it (MISSED, or for a retry FAILURE, which `cronlock retry` can take), and that
-    outcome returned. None when there is no such run (the claim rolled back, or its
-    heartbeat went stale and another worker took it over): the instant is claimed
-    afresh.
-    """
-    claim = unanswered.claim
-    fields = {
-        "job": job.name,
-        "run_id": claim.run_id,
-        "scheduled_for": claim.scheduled_for.isoformat(),
-    }
-    with job_scope(job.name):
-        if give_up is not None:
-            why = unanswered_because(give_up)
-            ending = (
-                Outcome(RunStatus.MISSED, error=f"missed: {why}")
-                if claim.attempt == 1
-                else Outcome(RunStatus.FAILURE, error=f"retry not run: {why}")
-            )
-            if not finish_run(database, claim.run_id, ending).landed and not finish_held(
-                database, claim.run_id, [ending]
-            ):
-                return None
-            if ending.status == RunStatus.FAILURE:
-                count_outcome(job.name, ending.status, 0.0)
-                _failed_unstarted(database, settings, job.name, claim.worker_id)
-            else:
-                metrics.RUNS.labels(job_name=job.name, outcome="missed").inc()
-            logger.warning(
-                "run %s: %s",
-                claim.run_id,
-                ending.error,
-                extra={"event": "claim_unanswered", **fields, "outcome": ending.status},
-            )
-            return RunOutcome(claim.run_id, ending.status, 0.0, ending.error)
-        # The renewal lands only on a RUNNING run, and a takeover waits for it on the
-        # row (or it for the takeover): exactly one of the two goes on with the run.
-        wait_s = min(settings.heartbeat_interval_s, MAX_RENEWAL_WAIT_S)
-        if not renew_lease(database, claim.run_id, timeout_s=wait_s):
-            return None
-        logger.warning(
-            "run %s: its claim committed though the answer was lost; running it now",
-            claim.run_id,
-            extra={"event": "claim_unanswered", **fields, "outcome": RunStatus.RUNNING},
-        )
-        return claim
-
-
-def unanswered_because(reason: str) -> str:
-    """Why the run of an unanswered claim was given up, as stored."""
-    return f"its claim's commit went unanswered, and {reason}"
-
-
-def run_claim(
-    database: Database,
-    job: Job,
-    request: ClaimRequest,
-    claim: Claim,
-    settings: Settings,
-    *,
-    alarm: Alarm | None = None,
-    heartbeat: Heartbeat | None = None,
-) -> RunOutcome:
-    """Run a claimed run's body under its lease; record and return its outcome."""
-    with job_scope(job.name):
-        return execute(
-            database,
-            job,
-            claim,
-            settings,
-            expires_at=request.expires_at,
-            alarm=alarm or Alarm(),
-            heartbeat=heartbeat,
-        )
+    result = _follow(store, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat)
+    return NextRun(picked, result)
 
 
 def _follow(
-    database: Database,
+    store: Store,
     job: Job,
     request: ClaimRequest,
     claimed: ClaimResult,
@@ -257,10 +160,10 @@ def _follow(
     *,
     alarm: Alarm | None = None,
     heartbeat: Heartbeat | None = None,
-) -> AttemptResult:
+) -> InstantResult:
     """Count and log what the claim found; run the body if the claim was won."""
     with job_scope(job.name):
-        _count_claim(job.name, claimed)
+        observe_claim(job.name, claimed)
         if isinstance(claimed, Skip):
             logger.info(
                 "skipped %s: %s",
@@ -276,40 +179,16 @@ def _follow(
             )
             return claimed
         if isinstance(claimed, PreCheckFailed):
-            _failed_unstarted(database, settings, job.name, request.worker_id)
+            observe_unstarted_failure(store, settings, job.name, request.worker_id)
             return RunOutcome(claimed.run_id, RunStatus.FAILURE, 0.0, claimed.error)
         if isinstance(claimed, Claim):
-            return run_claim(
-                database, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat
+            return execute(
+                store,
+                job,
+                claimed,
+                settings,
+                expires_at=request.expires_at,
+                alarm=alarm or Alarm(),
+                heartbeat=heartbeat,
             )
         return claimed
-
-
-def _failed_unstarted(
-    database: Database, settings: Settings, job_name: str, worker_id: str
-) -> None:
-    """Count a FAILURE whose body never started towards the job's failing streak.
-
-    It is a FAILURE like any other, and may open the job's alert.
-    """
-    after_run(
-        database,
-        settings,
-        job_name=job_name,
-        status=RunStatus.FAILURE,
-        alert_open=False,  # read only on SUCCESS
-        worker_id=worker_id,
-    )
-
-
-def _count_claim(job_name: str, claimed: ClaimResult) -> None:
-    if claimed is None:
-        metrics.SKIPPED.labels(job_name=job_name, reason="locked").inc()
-    elif isinstance(claimed, Wait):
-        metrics.SKIPPED.labels(job_name=job_name, reason="upstream").inc()
-    elif isinstance(claimed, Skip):
-        metrics.SKIPPED.labels(job_name=job_name, reason=claimed.kind).inc()
-        if claimed.recorded:
-            metrics.RUNS.labels(job_name=job_name, outcome="skipped").inc()
-    elif isinstance(claimed, PreCheckFailed):
-        count_outcome(job_name, RunStatus.FAILURE, 0.0)

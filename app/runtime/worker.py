@@ -1,14 +1,9 @@
-"""The tick loop: work out what is due, attempt it in registration order, sleep.
+"""The tick loop: plan what is due, claim it in registration order, sleep.
 
-No SQL here: claims and outcomes go through `runner`, `lock` and `outcomes`. Time
-comes in as a parameter (`tick(now)`), so tests drive the loop by hand.
-
-Every instant gets an outcome. Each job keeps a cursor, started from the latest
-instant its history holds, so a worker that starts after an outage catches up:
-the most recent missed instant runs once, late, if it is within the job's misfire
-grace; older ones are recorded MISSED. A (job, instant) that cannot be settled
-yet (another worker holds the lock, an upstream has not finished) stays *pending*
-on a short poll until it settles or the job's next instant makes it MISSED.
+No SQL here (claims and outcomes go through the store) and no instant
+arithmetic (`app.core.planning` decides what is due, missed or expired). The
+clock is read once per loop iteration and passed down (`tick(now)`), so tests
+drive the loop by hand.
 """
 
 from __future__ import annotations
@@ -19,54 +14,52 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app.config import Settings
+from app.core.backoff import Backoff
 from app.core.claims import ClaimRequest, ClaimUnacknowledged, Skip
+from app.core.job import ConfiguredJob
+from app.core.outcomes import RunOutcome, RunStatus, TickReport, Trigger
+from app.core.planning import (
+    MAX_MISSED_SCAN,
+    Missed,
+    PendingInstant,
+    latest_instants,
+    missed_for,
+    next_instant,
+    plan_tick,
+    queue_order,
+    upstreams_at,
+    wake_at,
+    without,
+)
 from app.errors import DatabaseError
 from app.ops import metrics
 from app.ops.health import Liveness
+from app.ops.observe import ClockSkewCheck, observe_gaps, observe_missed, publish_job_metrics
 from app.ops.systemd import Notifier
-from app.registry import ConfiguredJob
-from app.runtime.execution import RunOutcome
 from app.runtime.interrupts import Alarm
 from app.runtime.lease import Heartbeat
-from app.runtime.runner import (
-    NEXT_INSTANT_CAME,
-    AttemptResult,
-    attempt_next,
-    claim_request,
-)
-from app.runtime.unanswered import UnansweredClaims
-from app.store.claiming import ensure_jobs
-from app.store.database import Database
-from app.store.history import streaks
-from app.store.models import RunStatus, Trigger
-from app.store.runs import (
-    Missed,
-    database_now,
-    drop_retries,
-    last_scheduled_instants,
-    pending_retries,
-    record_missed,
-)
+from app.runtime.retries import RetryQueue
+from app.runtime.runner import InstantResult, claim_next_and_run, claim_request
+from app.runtime.unanswered import NEXT_INSTANT_CAME, UnansweredClaims
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-POLL_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
-MAX_BACKOFF_S = 30.0
+# Polling the instants another replica holds: 50 ms, doubling, at most 1 s apart.
+POLL_BACKOFF = Backoff(0.05, cap_s=1.0)
+POLL_STEPS = 6  # 0.05 .. 1.0 s: the poll delay after this many passes without progress
+# Retrying the tick through a database outage: 0.5 s, doubling, at most 30 s apart.
+OUTAGE_BACKOFF = Backoff(0.5, cap_s=30.0)
 # The loop wakes at least this often, without touching the database, to show it
 # is alive (/healthz, the systemd watchdog).
 LIVENESS_INTERVAL_S = 5.0
-ON_TIME_SLACK_S = 1.0
-MAX_MISSED_SCAN = 1000
 # How many pending instants one claim looks through: more than the replicas that
 # usually race for the same tick, few enough that the lookup stays a few probes.
 CLAIM_WINDOW = 8
-EXPIRED_REASON = "missed: not settled before the job's next instant"
-SKEW_CHECK_EVERY = timedelta(hours=1)
 
 
 def utc_now() -> datetime:
@@ -79,76 +72,12 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class Due:
-    """One (job, instant) to settle, obsolete once `expires_at` has passed."""
-
-    job: ConfiguredJob
-    scheduled_for: datetime
-    expires_at: datetime
-    retry: bool = False
-
-
-def _without(items: Sequence[Due], removed: Sequence[Due]) -> list[Due]:
-    """`items` without the very objects in `removed` (compared by identity)."""
-    if not removed:
-        return list(items)
-    return [item for item in items if not any(item is gone for gone in removed)]
-
-
-@dataclass
-class TickReport:
-    """What this worker did: outcomes of the runs it claimed, skips, misses."""
-
-    outcomes: list[RunOutcome] = field(default_factory=list)
-    skipped: int = 0
-    expired: int = 0
-    missed: int = 0
-
-    @property
-    def failed(self) -> int:
-        """How many runs this worker claimed ended FAILURE."""
-        return sum(o.status == RunStatus.FAILURE for o in self.outcomes)
-
-    def add(self, other: TickReport) -> None:
-        """Fold another report into this one."""
-        self.outcomes += other.outcomes
-        self.skipped += other.skipped
-        self.expired += other.expired
-        self.missed += other.missed
-
-
-def instants_between(job: ConfiguredJob, after: datetime, now: datetime) -> list[datetime]:
-    """The job's instants in (after, now], oldest first; at most the latest MAX_MISSED_SCAN."""
-    latest = job.schedule.latest_at_or_before(now)
-    if latest <= after:
-        return []
-    if job.schedule.next_after(after) >= latest:
-        return [latest]  # the usual tick: one instant, no gap
-    found: list[datetime] = []
-    moment = now
-    while len(found) < MAX_MISSED_SCAN:
-        instant = job.schedule.latest_at_or_before(moment)
-        if instant <= after:
-            break
-        found.append(instant)
-        moment = instant - timedelta(microseconds=1)
-    return found[::-1]
-
-
-def misfire_grace_s(job: ConfiguredJob, instant: datetime, following: datetime) -> float:
-    """How late `instant` may still run: the job's option, or one period (to `following`)."""
-    if job.job.misfire_grace_s is not None:
-        return job.job.misfire_grace_s
-    return (following - instant).total_seconds()
-
-
 class Worker:
     """Runs the enabled jobs on their schedules, one after another, until stopped."""
 
     def __init__(
         self,
-        database: Database,
+        store: Store,
         jobs: Sequence[ConfiguredJob],
         settings: Settings,
         *,
@@ -157,7 +86,7 @@ class Worker:
         stop_event: threading.Event | None = None,
         notifier: Notifier | None = None,
     ) -> None:
-        self.database = database
+        self.store = store
         self.notifier = notifier or Notifier(None)
         self.liveness = Liveness()
         self.jobs = list(jobs)
@@ -168,58 +97,30 @@ class Worker:
         self.stop_event = stop_event or threading.Event()
         self.alarm = Alarm()
         self.heartbeat = Heartbeat(
-            database,
+            store,
             interval_s=settings.heartbeat_interval_s,
             stale_after_s=settings.stale_threshold_s,
             on_alive=self.alive,
             alive_every_s=LIVENESS_INTERVAL_S,
         )
         self.forced_stop = False
-        self.pending: list[Due] = []
+        self.pending: list[PendingInstant] = []
         self.cursors: dict[str, datetime] = {}
         self._by_name = {j.name: j for j in self.jobs}
         self._order = {j.name: i for i, j in enumerate(self.jobs)}
-        self._uses_retries = any(j.job.retries for j in self.enabled)
-        self._next_retry_at: datetime | None = None
-        self._retry_scan_at = datetime.min.replace(tzinfo=UTC)  # scan at the first tick
-        self._poll = 0
-        self._outage_backoff_s = 0.0
-        self._skew_checked_at: datetime | None = None
+        self.retries = RetryQueue(store, self.jobs, stale_after_s=settings.stale_threshold_s)
+        self._polls_without_progress = 0
+        self._outages = 0
+        self.skew = ClockSkewCheck(store, clock, max_skew_s=settings.max_clock_skew_s)
         self._without_history: set[str] = set()
-        self._unanswered = UnansweredClaims[Due](
-            database,
+        self._unanswered = UnansweredClaims[PendingInstant](
+            store,
             settings,
             clock=clock,
             stop_event=self.stop_event,
             alarm=self.alarm,
             heartbeat=self.heartbeat,
         )
-
-    # -- scheduling (pure) ---------------------------------------------------
-
-    def due(self, *, after: datetime | None, now: datetime) -> list[Due]:
-        """The latest instant in (after, now] of each enabled job, in registration order."""
-        found = []
-        for configured in self.enabled:
-            instant = configured.schedule.latest_at_or_before(now)
-            if after is None or instant > after:
-                found.append(Due(configured, instant, configured.schedule.next_after(instant)))
-        return found
-
-    def next_tick(self, after: datetime) -> datetime | None:
-        """The earliest instant of any enabled job strictly after `after`."""
-        instants = [j.schedule.next_after(after) for j in self.enabled]
-        return min(instants) if instants else None
-
-    def upstreams(self, due: Due) -> list[str]:
-        """The run_after jobs that take part in this instant: enabled and due at it too."""
-        names = []
-        for name in due.job.job.run_after:
-            upstream = self._by_name[name]
-            fires = upstream.schedule.latest_at_or_before(due.scheduled_for) == due.scheduled_for
-            if upstream.enabled and fires:
-                names.append(name)
-        return names
 
     # -- stopping ------------------------------------------------------------
 
@@ -242,13 +143,13 @@ class Worker:
         self.alarm.interrupt_now("interrupted by a second stop signal")
         raise KeyboardInterrupt
 
-    # -- the loop ------------------------------------------------------------
+    # -- starting ------------------------------------------------------------
 
     def start(self, *, now: datetime | None = None) -> None:
         """Create the lock rows, start each job's cursor from its history, say what runs when."""
-        ensure_jobs(self.database, [j.name for j in self.jobs])
+        self.store.ensure_jobs([j.name for j in self.jobs])
         now = now or self.clock()
-        history = last_scheduled_instants(self.database, [j.name for j in self.enabled])
+        history = self.store.last_scheduled_instants([j.name for j in self.enabled])
         for configured in self.jobs:
             if not configured.enabled:
                 logger.info(
@@ -267,149 +168,39 @@ class Worker:
                 configured.schedule.next_after(now).isoformat(),
                 extra={"event": "job_scheduled", "job": configured.name},
             )
-        self.check_clock_skew(now)
-        self._publish_job_metrics(now)
+        self.skew.check(now)
+        publish_job_metrics(self.store, self.worker_id, self.enabled, now)
 
-    def _publish_job_metrics(self, now: datetime) -> None:
-        """Identity, periods, and each job's streak from the table (for dead-man alerts)."""
-        metrics.describe_worker(self.worker_id)
-        for configured in self.enabled:
-            following = configured.schedule.next_after(now)
-            period_s = (configured.schedule.next_after(following) - following).total_seconds()
-            metrics.PERIOD.labels(job_name=configured.name).set(period_s)
-        for name, streak in streaks(self.database, [j.name for j in self.enabled]).items():
-            # A job that never succeeded counts from its registration, so the
-            # dead-man alarm also fires for a job that has never run.
-            since = streak.last_success_at or streak.registered_at
-            if since is not None:
-                metrics.LAST_SUCCESS.labels(job_name=name).set(since.timestamp())
-            metrics.CONSECUTIVE_FAILURES.labels(job_name=name).set(streak.failures)
-            if streak.last_failure_at is not None:
-                # The failing alert compares it with the last success: without it a
-                # restart would clear an open page until the next failure.
-                metrics.LAST_FAILURE.labels(job_name=name).set(streak.last_failure_at.timestamp())
-
-    def check_clock_skew(self, now: datetime) -> None:
-        """Warn when this worker's clock and the database's disagree by more than allowed."""
-        if self._skew_checked_at is not None and now - self._skew_checked_at < SKEW_CHECK_EVERY:
-            return
-        self._skew_checked_at = now
-        before = self.clock()
-        database_clock = database_now(self.database)
-        after = self.clock()
-        skew_s = (before + (after - before) / 2 - database_clock).total_seconds()
-        if abs(skew_s) > self.settings.max_clock_skew_s:
-            logger.warning(
-                "this worker's clock is %+.1fs off the database's (MAX_CLOCK_SKEW_SECONDS=%g): "
-                "schedules follow this clock, leases the database's; fix NTP",
-                skew_s,
-                self.settings.max_clock_skew_s,
-                extra={"event": "clock_skew", "skew_s": skew_s},
-            )
+    # -- a tick --------------------------------------------------------------
 
     def tick(self, now: datetime) -> TickReport:
-        """Queue what is due up to `now` (recording what was missed) and attempt it."""
+        """Queue what is due up to `now` (recording what was missed) and claim it."""
         report = TickReport()
-        queued = {(d.job.name, d.scheduled_for) for d in self.pending}
-        something_due = False
-        missed: list[Missed] = []
-        for configured in self.enabled:
-            after = self.cursors.get(configured.name, now)
-            instants = instants_between(configured, after, now)
-            if not instants:
-                continue
-            if len(instants) == MAX_MISSED_SCAN:
-                self._log_unscanned(configured, after, instants[0])
-            something_due = True
-            latest, older = instants[-1], instants[:-1]
-            expires_at = configured.schedule.next_after(latest)
-            lateness_s = (now - latest).total_seconds()
-            grace_s = misfire_grace_s(configured, latest, expires_at)
-            if lateness_s > max(grace_s, ON_TIME_SLACK_S):
-                older = instants
-                reason = f"missed: {lateness_s:.0f}s late, beyond the misfire grace of {grace_s:g}s"
-            else:
-                reason = f"missed: no worker ran it; caught up at {latest.isoformat()} instead"
-                if (configured.name, latest) not in queued:
-                    self.pending.append(Due(configured, latest, expires_at))
-            missed += [Missed(configured.name, instant, reason) for instant in older]
+        plan = plan_tick(self.enabled, self.cursors, self.pending, now)
+        observe_gaps(plan.gaps, max_scanned=MAX_MISSED_SCAN)
+        self.pending += plan.attempt
         # One statement for every job's missed instants (a worker that fell behind has
         # one per job). The cursors move once they are recorded: if the write fails,
         # the next tick sees them again.
-        report.missed += self._record_missed(missed)
-        for configured in self.enabled:
-            self.cursors[configured.name] = now
-        # Retries come from failures, which happen at instants: scan when something is
-        # due or a known retry is, and otherwise once per stale threshold, to take over
-        # runs whose worker died. A worker whose jobs have no retries never scans.
-        retry_passed = self._next_retry_at is not None and now >= self._next_retry_at
-        if something_due or retry_passed or now >= self._retry_scan_at:
-            self._queue_retries(queued)
-            self._retry_scan_at = now + timedelta(seconds=self.settings.stale_threshold_s)
-        self.pending.sort(key=lambda d: (d.scheduled_for, self._order[d.job.name]))
-        report.add(self.attempt_pending())
+        report.missed += self._record_missed(plan.missed + missed_for(plan.expired))
+        self.retries.drop(plan.expired)
+        report.expired += len(plan.expired)
+        self.pending = without(self.pending, plan.expired)
+        self.cursors.update(plan.cursors)
+        queued = {item.key for item in self.pending}
+        self.pending += self.retries.scan(now, something_due=plan.something_due, queued=queued)
+        self.pending.sort(key=lambda item: queue_order(item, self._order))
+        report.add(self.claim_pending())
         return report
-
-    def _log_unscanned(self, configured: ConfiguredJob, after: datetime, oldest: datetime) -> None:
-        """A gap longer than MAX_MISSED_SCAN instants: say what is neither run nor recorded."""
-        first = configured.schedule.next_after(after)
-        if first < oldest:
-            logger.warning(
-                "%s has more than %d missed instants; those from %s to before %s are not recorded",
-                configured.name,
-                MAX_MISSED_SCAN,
-                first.isoformat(),
-                oldest.isoformat(),
-                extra={
-                    "event": "instants_not_recorded",
-                    "job": configured.name,
-                    "from": first.isoformat(),
-                    "until": oldest.isoformat(),
-                },
-            )
 
     def _record_missed(self, missed: list[Missed]) -> int:
         """Record MISSED runs in one statement; count and log them per job."""
-        if not missed:
-            return 0
-        recorded = record_missed(self.database, missed)
-        instants: dict[str, list[datetime]] = {}
-        for m in missed:
-            instants.setdefault(m.job_name, []).append(m.scheduled_for)
-        for job_name, count in recorded.items():
-            metrics.RUNS.labels(job_name=job_name, outcome="missed").inc(count)
-            logger.warning(
-                "recorded %d missed instants of %s (%s .. %s)",
-                count,
-                job_name,
-                min(instants[job_name]).isoformat(),
-                max(instants[job_name]).isoformat(),
-                extra={"event": "instants_missed", "job": job_name, "count": count},
-            )
-        return sum(recorded.values())
+        return observe_missed(self.store.record_missed(missed), missed) if missed else 0
 
-    def _queue_retries(self, queued: set[tuple[str, datetime]]) -> None:
-        """Queue failed runs due for a retry, read from the table so any replica runs them."""
-        if not self._uses_retries:
-            return
-        self._next_retry_at = None
-        for row in pending_retries(self.database, stale_after_s=self.settings.stale_threshold_s):
-            configured = self._by_name.get(row.job_name)
-            if configured is None or not configured.enabled or not configured.job.retries:
-                continue
-            if not row.due:
-                # On this worker's clock: a retry_at read as a time would look due
-                # early to a worker whose clock runs ahead, and it would scan in a loop.
-                self._note_retry(self.clock() + timedelta(seconds=float(row.wait_s)))
-            elif (row.job_name, row.scheduled_for) not in queued:
-                expires_at = configured.schedule.next_after(row.scheduled_for)
-                self.pending.append(Due(configured, row.scheduled_for, expires_at, retry=True))
+    # -- claiming the pending instants ---------------------------------------
 
-    def _note_retry(self, retry_at: datetime) -> None:
-        self._next_retry_at = min(self._next_retry_at or retry_at, retry_at)
-
-    def attempt_pending(self) -> TickReport:
-        """Attempt every pending (job, instant) once, in order; keep those not yet settled.
+    def claim_pending(self) -> TickReport:
+        """Claim every pending (job, instant) once, in order; keep those not yet settled.
 
         Each claim is offered the next CLAIM_WINDOW pending instants and takes the
         first that no other replica has settled or holds, so replicas spread over
@@ -418,21 +209,22 @@ class Worker:
         """
         report = TickReport()
         resumed = self._resume_unanswered(report)
-        still_pending: list[Due] = []
-        queue = deque(_without(self.pending, resumed))
+        still_pending: list[PendingInstant] = []
+        queue = deque(without(self.pending, resumed))
         requests: dict[tuple[str, datetime], ClaimRequest] = {}
         unanswered_before = backing_off = False
         while queue:
             if self.stop_event.is_set():
                 still_pending += queue
                 break
-            window = self._claim_window(queue, report)
+            now = self.clock()
+            window = self._claim_window(queue, report, now)
             if not window:
                 break
             candidates = [(item.job.job, self._request(item, requests)) for item in window]
             try:
-                attempt = attempt_next(
-                    self.database,
+                found = claim_next_and_run(
+                    self.store,
                     candidates,
                     settings=self.settings,
                     alarm=self.alarm,
@@ -440,7 +232,7 @@ class Worker:
                 )
             except ClaimUnacknowledged as exc:
                 key = (exc.claim.job_name, exc.claim.scheduled_for)
-                claimed = next(w for w in window if (w.job.name, w.scheduled_for) == key)
+                claimed = next(item for item in window if item.key == key)
                 self._unanswered.add(claimed, claimed.job.job, exc)
                 if unanswered_before:
                     # Twice in one pass: settle it on the next, after the longest poll.
@@ -450,26 +242,32 @@ class Worker:
                 unanswered_before = True
                 # At once: `worker --once` has no later pass. Raises while unreachable.
                 resumed = self._resume_unanswered(report)
-                queue.extendleft(reversed(_without(window, resumed)))
+                queue.extendleft(reversed(without(window, resumed)))
                 continue
-            found = attempt.claim
-            report.skipped += len(found.settled)
-            still_pending += [window[i] for i in found.held]
-            if found.position is None:
+            claim = found.claim
+            report.skipped += len(claim.settled)
+            still_pending += [window[i] for i in claim.held]
+            if claim.position is None:
                 continue
-            later = range(found.position + 1, len(window))
-            queue.extendleft(window[i] for i in reversed(later) if i not in found.settled)
-            self._count_attempt(window[found.position], attempt.result, report, still_pending)
+            later = range(claim.position + 1, len(window))
+            queue.extendleft(window[i] for i in reversed(later) if i not in claim.settled)
+            self._count(window[claim.position], found.result, report, still_pending)
         progressed = len(still_pending) < len(self.pending) and not backing_off
-        longest = len(POLL_DELAYS_S) - 1
-        self._poll = 0 if progressed else longest if backing_off else min(self._poll + 1, longest)
+        if progressed:
+            self._polls_without_progress = 0
+        elif backing_off:
+            self._polls_without_progress = POLL_STEPS
+        else:
+            self._polls_without_progress = min(self._polls_without_progress + 1, POLL_STEPS)
         self.pending = still_pending
         return report
 
-    def _resume_unanswered(self, report: TickReport, *, stopping: bool = False) -> list[Due]:
+    def _resume_unanswered(
+        self, report: TickReport, *, stopping: bool = False
+    ) -> list[PendingInstant]:
         """Settle the claims whose COMMIT went unanswered (see UnansweredClaims); count them.
 
-        Returns the items settled; the others are claimed afresh.
+        Returns the instants settled; the others are claimed afresh.
         """
         settled = self._unanswered.settle(stopping=stopping)
         for each in settled:
@@ -478,80 +276,68 @@ class Worker:
             if each.outcome.status == RunStatus.MISSED:
                 report.missed += 1
             else:
-                self._count_attempt(each.item, each.outcome, report, [])
+                self._count(each.item, each.outcome, report, [])
         return [each.item for each in settled]
 
-    def _claim_window(self, queue: deque[Due], report: TickReport) -> list[Due]:
-        """Take up to CLAIM_WINDOW items off the queue, recording the expired ones MISSED."""
-        window: list[Due] = []
-        expired: list[Missed] = []
-        expired_retries: list[Due] = []
+    def _claim_window(
+        self, queue: deque[PendingInstant], report: TickReport, now: datetime
+    ) -> list[PendingInstant]:
+        """Take up to CLAIM_WINDOW instants off the queue, recording the expired ones MISSED."""
+        window: list[PendingInstant] = []
+        expired: list[PendingInstant] = []
         while queue and len(window) < CLAIM_WINDOW:
             item = queue.popleft()
-            if self.clock() < item.expires_at:
-                window.append(item)
-                continue
-            report.expired += 1
-            if item.retry:
-                expired_retries.append(item)
-            else:
-                expired.append(Missed(item.job.name, item.scheduled_for, EXPIRED_REASON))
+            (expired if item.expired(now) else window).append(item)
+        report.expired += len(expired)
         # One statement for all of them: a worker that fell behind catches up instead
         # of spending a transaction on each instant it lost.
-        report.missed += self._record_missed(expired)
-        self._drop_retries(expired_retries)
+        report.missed += self._record_missed(missed_for(expired))
+        self.retries.drop(expired)
         return window
 
-    def _drop_retries(self, expired: list[Due]) -> None:
-        """Give up retries whose job's next instant came first (their run stays FAILURE)."""
-        if not expired:
-            return
-        keys = [(item.job.name, item.scheduled_for) for item in expired]
-        for job_name, scheduled_for in drop_retries(self.database, keys):
-            logger.warning(
-                "gave up the retry of %s for %s: the job's next instant came first",
-                job_name,
-                scheduled_for.isoformat(),
-                extra={
-                    "event": "retry_expired",
-                    "job": job_name,
-                    "scheduled_for": scheduled_for.isoformat(),
-                },
-            )
-
-    def _request(self, item: Due, made: dict[tuple[str, datetime], ClaimRequest]) -> ClaimRequest:
-        """The claim request of a pending item, made once per pass."""
-        key = (item.job.name, item.scheduled_for)
-        if key not in made:
-            made[key] = claim_request(
+    def _request(
+        self, item: PendingInstant, made: dict[tuple[str, datetime], ClaimRequest]
+    ) -> ClaimRequest:
+        """The claim request of a pending instant, made once per pass."""
+        if item.key not in made:
+            made[item.key] = claim_request(
                 item.job.job,
                 scheduled_for=item.scheduled_for,
                 trigger=Trigger.SCHEDULE,
                 settings=self.settings,
                 worker_id=self.worker_id,
                 expires_at=item.expires_at,
-                run_after=self.upstreams(item),
+                run_after=upstreams_at(item, self._by_name),
             )
-        return made[key]
+        return made[item.key]
 
-    def _count_attempt(
-        self, item: Due, result: AttemptResult, report: TickReport, still_pending: list[Due]
+    def _count(
+        self,
+        item: PendingInstant,
+        result: InstantResult,
+        report: TickReport,
+        still_pending: list[PendingInstant],
     ) -> None:
         if isinstance(result, RunOutcome):
             report.outcomes.append(result)
             if result.retry_in_s is not None:
-                self._note_retry(self.clock() + timedelta(seconds=result.retry_in_s))
+                self.retries.note(self.clock() + timedelta(seconds=result.retry_in_s))
         elif isinstance(result, Skip):
             report.skipped += 1
         else:
             still_pending.append(item)
 
+    # -- the loop ------------------------------------------------------------
+
     def _wake_at(self, now: datetime) -> datetime:
-        candidates = [t for t in (self.next_tick(now), self._next_retry_at) if t is not None]
-        candidates.append(now + timedelta(seconds=LIVENESS_INTERVAL_S))
-        if self.pending:
-            candidates.append(now + timedelta(seconds=POLL_DELAYS_S[self._poll]))
-        return min(candidates)
+        polls = self._polls_without_progress
+        return wake_at(
+            now,
+            next_instant_at=next_instant(self.enabled, now),
+            next_retry_at=self.retries.next_retry_at,
+            poll_s=POLL_BACKOFF.delay_s(polls + 1) if self.pending else None,
+            liveness_s=LIVENESS_INTERVAL_S,
+        )
 
     def run_forever(self) -> TickReport:
         """Tick at every instant until the stop event is set; return the totals."""
@@ -566,7 +352,8 @@ class Worker:
         self._tick_survives(self.clock(), total=total)
         while not self.stop_event.is_set():
             self.alive()
-            delay_s = (self._wake_at(self.clock()) - self.clock()).total_seconds()
+            now = self.clock()
+            delay_s = (self._wake_at(now) - now).total_seconds()
             if delay_s > 0 and self.stop_event.wait(delay_s):
                 break
             self._tick_survives(self.clock(), total=total)
@@ -593,20 +380,20 @@ class Worker:
         """Tick; on a database error log once, back off, and report False to retry."""
         try:
             total.add(self.tick(now))
-            self.check_clock_skew(now)
+            self.skew.check(now)
         except DatabaseError as exc:
-            if self._outage_backoff_s == 0:
+            if self._outages == 0:
                 logger.error(
                     "database error, retrying with backoff: %s",
                     exc.message,
                     extra={"event": "database_unavailable"},
                 )
-            self._outage_backoff_s = min(max(self._outage_backoff_s * 2, 0.5), MAX_BACKOFF_S)
-            self.stop_event.wait(self._outage_backoff_s)
+            self._outages += 1
+            self.stop_event.wait(OUTAGE_BACKOFF.delay_s(self._outages))
             return False
-        if self._outage_backoff_s:
+        if self._outages:
             logger.info("database reachable again", extra={"event": "database_recovered"})
-            self._outage_backoff_s = 0
+            self._outages = 0
         return True
 
     def run_once(self) -> TickReport:
@@ -617,10 +404,9 @@ class Worker:
         """
         now = self.clock()
         self.start(now=now)
-        for configured in self.enabled:
-            if configured.name in self._without_history:
-                latest = configured.schedule.latest_at_or_before(now)
-                self.cursors[configured.name] = latest - timedelta(microseconds=1)
+        for item in latest_instants(self.enabled, now):
+            if item.job.name in self._without_history:
+                self.cursors[item.job.name] = item.scheduled_for - timedelta(microseconds=1)
         total = TickReport()
         try:
             total.add(self.tick(now))
@@ -630,9 +416,9 @@ class Worker:
         return total
 
     def settle_pending(self) -> TickReport:
-        """Retry the instants another replica held, on the poll delays, until none is left."""
+        """Claim the instants another replica held, on the poll delays, until none is left."""
         total = TickReport()
         while self.pending and not self.stop_event.is_set():
-            self.stop_event.wait(POLL_DELAYS_S[self._poll])
-            total.add(self.attempt_pending())
+            self.stop_event.wait(POLL_BACKOFF.delay_s(self._polls_without_progress + 1))
+            total.add(self.claim_pending())
         return total

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DataError,
@@ -20,7 +20,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from app.errors import DatabaseError, DatabaseUnavailable, ValueRefused
 from app.store.driver import DriverConnection
@@ -180,3 +180,12 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def cap_statements(session: Session, timeout_s: float) -> None:
+    """Give every transaction of `session` a statement_timeout of `timeout_s`."""
+    milliseconds = str(max(int(timeout_s * 1000), 1))
+
+    @event.listens_for(session, "after_begin")
+    def _cap(_s: Session, _tx: SessionTransaction, connection: Connection) -> None:
+        connection.execute(select(func.set_config("statement_timeout", milliseconds, True)))

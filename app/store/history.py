@@ -10,8 +10,9 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, ScalarSelect, delete, func, or_, select, true
 from sqlalchemy.orm import aliased
 
+from app.core.outcomes import RunStatus, Trigger
 from app.store.database import Database
-from app.store.models import JobExecution, JobRow, RunStatus, Trigger
+from app.store.models import JobExecution, JobRow
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ job, and at most one SUCCESS per (job, scheduled instant).
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -40,28 +39,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class RunStatus(StrEnum):
-    """Where a run stands. Stored as text, so adding a status needs no enum migration.
-
-    SKIPPED: the instant was declined (the job's pre-check, an upstream that
-    failed, a previous run still going). MISSED: no worker ran the instant in
-    time. Both are outcomes written once, with their reason in error_message.
-    """
-
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAILURE = "FAILURE"
-    SKIPPED = "SKIPPED"
-    MISSED = "MISSED"
-
-
-class Trigger(StrEnum):
-    """Why a run started."""
-
-    SCHEDULE = "schedule"
-    MANUAL = "manual"
 
 
 class Base(DeclarativeBase):

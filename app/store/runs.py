@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from psycopg.types.json import Jsonb
 from sqlalchemy import (
@@ -31,9 +31,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
+from app.core.outcomes import Outcome, RunStatus, Trigger
+from app.core.planning import Missed
 from app.store.database import Database
 from app.store.driver import DriverConnection
-from app.store.models import JobExecution, JobRow, RunStatus, Trigger
+from app.store.models import JobExecution, JobRow
 from app.store.statements import compile_statement
 
 logger = logging.getLogger(__name__)
@@ -97,15 +99,6 @@ def stored_error(error: str | None) -> str | None:
     if len(error) > MAX_ERROR_LENGTH:
         return error[: MAX_ERROR_LENGTH - 1] + "…"
     return error
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a run ended: its status, and its result or error."""
-
-    status: RunStatus
-    result: dict[str, Any] | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,14 +183,6 @@ def renew_lease(database: Database, run_id: int, *, timeout_s: float) -> bool:
             )
         )
         return conn.execute(_HEARTBEAT, {"run_id": run_id}).first() is not None
-
-
-class Missed(NamedTuple):
-    """A (job, instant) no worker ran, and why."""
-
-    job_name: str
-    scheduled_for: datetime
-    reason: str
 
 
 def record_missed(database: Database, missed: Sequence[Missed]) -> Counter[str]:

@@ -17,6 +17,7 @@ from app.registry import JobRegistry, configure
 from app.runtime.worker import Clock, Worker, utc_now
 from app.store.claiming import claim_run, ensure_jobs
 from app.store.database import Database
+from app.store.facade import Store
 
 INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -94,7 +95,7 @@ def worker_for(
     """A started Worker on `jobs`, configured from `environ` alone."""
     settings = Settings.from_env(environ or {})
     worker = Worker(
-        database,
+        database if isinstance(database, Store) else Store(database),
         configure(JobRegistry(jobs), settings),
         settings,
         worker_id=worker_id,

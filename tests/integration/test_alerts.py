@@ -14,9 +14,10 @@ from sqlalchemy import text
 from app.config import Settings
 from app.job import Job, RunContext
 from app.ops import alerts, metrics
-from app.runtime.runner import attempt_run, claim_request
+from app.runtime.runner import claim_and_run, claim_request
 from app.store.claiming import ensure_jobs
 from app.store.database import Database
+from app.store.facade import Store
 from tests.integration.cli_helpers import cronlock
 
 JOBS = """
@@ -116,7 +117,7 @@ def test_the_streak_gauge_counts_failures_of_every_replica(database: Database):
         request = claim_request(
             job, scheduled_for=instant, trigger="schedule", settings=settings, worker_id="here:1"
         )
-        attempt_run(database, job, request, settings=settings)
+        claim_and_run(Store(database), job, request, settings=settings)
 
     fail_here(0)
     with database.autocommit() as conn:  # another replica's failure, never seen by this process
@@ -160,7 +161,7 @@ def test_failures_of_a_pre_check_open_the_alert_too(database: Database, caplog):
             settings=settings,
             worker_id="here:1",
         )
-        attempt_run(database, job, request, settings=settings)
+        claim_and_run(Store(database), job, request, settings=settings)
     failing = [r for r in caplog.records if getattr(r, "event", None) == "job_failing"]
     assert [r.job for r in failing] == ["checked"]
     with database.autocommit() as conn:

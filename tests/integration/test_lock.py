@@ -13,12 +13,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from app.core.claims import Claim, ClaimRequest, PreCheckFailed, Skip, Wait
+from app.core.outcomes import Outcome, RunStatus
 from app.errors import DatabaseUnavailable
 from app.store.claiming import claim_next, ensure_jobs
 from app.store.control import pause_all, pauses
 from app.store.database import Database
-from app.store.models import RunStatus
-from app.store.runs import Outcome, finish_run
+from app.store.runs import finish_run
 from tests.integration.helpers import INSTANT, age_run, claim, rows, wait_for_lock_wait
 
 

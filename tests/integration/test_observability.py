@@ -16,6 +16,7 @@ from app.ops import metrics
 from app.registry import JobRegistry, configure
 from app.runtime.worker import Worker
 from app.store.database import Database
+from app.store.facade import Store
 from tests.integration.faults import start_worker, stop, wait_for, wait_for_log
 from tests.integration.helpers import INSTANT, rows
 
@@ -154,13 +155,15 @@ def test_a_restarted_worker_publishes_the_open_failing_streak(database: Database
     name = "restart-streak"
     settings = Settings.from_env({})
     jobs = configure(JobRegistry([Job(name=name, body=broken, schedule="* * * * *")]), settings)
-    before = Worker(database, jobs, settings, worker_id="test:1", clock=lambda: INSTANT)
+    before = Worker(Store(database), jobs, settings, worker_id="test:1", clock=lambda: INSTANT)
     before.start(now=INSTANT)
     for minute in (1, 2, 3):
         before.tick(INSTANT.replace(minute=minute))
     metrics.LAST_FAILURE.remove(name)
     metrics.CONSECUTIVE_FAILURES.remove(name)  # what a new process starts with
-    Worker(database, jobs, settings, worker_id="test:2", clock=lambda: INSTANT).start(now=INSTANT)
+    Worker(Store(database), jobs, settings, worker_id="test:2", clock=lambda: INSTANT).start(
+        now=INSTANT
+    )
     last_failed = max(r.completed_at for r in rows(database) if r.status == "FAILURE")
     labels = {"job_name": name}
     assert metrics.REGISTRY.get_sample_value("cronlock_consecutive_failures", labels) == 3

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import text
 
 from app.core.claims import Claim, ClaimRequest, Skip
+from app.core.outcomes import Outcome, RunStatus
 from app.store.claiming import claim_next, claim_run, ensure_jobs
 from app.store.database import Database
-from app.store.models import RunStatus
-from app.store.runs import Outcome, finish_run
+from app.store.runs import finish_run
 from tests.integration.helpers import INSTANT
 
 PROCESSES = 8

@@ -18,14 +18,15 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.core.claims import Claim
+from app.core.planning import MAX_MISSED_SCAN, latest_instants
 from app.errors import DatabaseUnavailable
 from app.job import Job, RunContext
 from app.runtime.execution import execute
 from app.runtime.interrupts import Alarm
 from app.runtime.lease import Heartbeat, Lease
-from app.runtime.worker import MAX_MISSED_SCAN, utc_now
+from app.runtime.worker import utc_now
 from app.store.database import Database
-from app.store.runs import record_missed, renew_lease
+from app.store.facade import Store
 from tests.integration.helpers import (
     INSTANT,
     age_run,
@@ -62,7 +63,7 @@ def test_heartbeats_keep_a_long_run_from_being_taken_over(database: Database):
     assert isinstance(run, Claim)
     # The widest interval the settings allow (a third of the threshold): the run
     # still trusts its claim throughout, as the body's should_stop() would ask.
-    heartbeat = Heartbeat(database, interval_s=1 / 3, stale_after_s=1)
+    heartbeat = Heartbeat(Store(database), interval_s=1 / 3, stale_after_s=1)
     lease = heartbeat.lease(run.run_id, "a")
     with heartbeat.track(lease):
         deadline = time.monotonic() + 2.5  # longer than the stale threshold
@@ -79,7 +80,7 @@ def test_heartbeats_keep_a_long_run_from_being_taken_over(database: Database):
 def test_a_lease_that_was_taken_over_cancels_the_run(database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=60)
+    heartbeat = Heartbeat(Store(database), interval_s=0.1, stale_after_s=60)
     with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
         age_run(database, run.run_id, 3600)
         assert isinstance(claim(database, scheduled_for=INSTANT + timedelta(minutes=1)), Claim)
@@ -92,7 +93,7 @@ def test_a_renewal_that_lands_after_the_runs_own_finish_is_no_takeover(database:
     run = claim(database)
     assert isinstance(run, Claim)
     # One renewal, sent at once; it may wait up to one interval for the row.
-    heartbeat = Heartbeat(database, interval_s=5, stale_after_s=60)
+    heartbeat = Heartbeat(Store(database), interval_s=5, stale_after_s=60)
     lease = heartbeat.lease(run.run_id, "a")
     lease.next_beat_at = time.monotonic()
     with database.engine.connect() as finishing:
@@ -143,7 +144,11 @@ def test_a_failing_liveness_report_does_not_end_the_heartbeat(database: Database
         raise RuntimeError("metrics exporter broke")
 
     heartbeat = Heartbeat(
-        database, interval_s=0.2, stale_after_s=60, on_alive=broken_report, alive_every_s=0.05
+        Store(database),
+        interval_s=0.2,
+        stale_after_s=60,
+        on_alive=broken_report,
+        alive_every_s=0.05,
     )
     with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
         wait_until(lambda: len(reports) >= 3, timeout_s=10)  # the thread lived on
@@ -154,7 +159,7 @@ def test_a_failing_liveness_report_does_not_end_the_heartbeat(database: Database
 def test_a_lease_that_cannot_be_renewed_fences_itself(db_url, pg_admin_url, database: Database):
     run = claim(database)
     assert isinstance(run, Claim)
-    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=0.5)
+    heartbeat = Heartbeat(Store(database), interval_s=0.1, stale_after_s=0.5)
     try:
         with heartbeat.track(heartbeat.lease(run.run_id, "a")) as lease:
             refuse_connections(pg_admin_url, db_url, refused=True)
@@ -190,7 +195,7 @@ def test_a_renewal_stuck_in_the_database_fences_its_run_and_spares_the_next(
     # still held, the worker's next run gets its heartbeats all the same.
     stuck = claim(database)
     assert isinstance(stuck, Claim)
-    heartbeat = Heartbeat(database, interval_s=0.1, stale_after_s=1)
+    heartbeat = Heartbeat(Store(database), interval_s=0.1, stale_after_s=1)
     lease = heartbeat.lease(stuck.run_id, "a")
     assert lease.fence_after_s == pytest.approx(0.9)
     with database.engine.connect() as blocker:
@@ -224,13 +229,13 @@ def test_no_error_leaves_later_runs_without_a_heartbeat(database: Database, monk
     # thread, and the next run's track() starts another.
     failures = [error]
 
-    def renew_failing_once(db: Database, run_id: int, *, timeout_s: float) -> bool:
-        if failures:
-            raise failures.pop()
-        return renew_lease(db, run_id, timeout_s=timeout_s)
+    class RenewFailingOnce(Store):
+        def renew(self, run_id: int, *, timeout_s: float) -> bool:
+            if failures:
+                raise failures.pop()
+            return super().renew(run_id, timeout_s=timeout_s)
 
-    monkeypatch.setattr("app.runtime.lease.renew_lease", renew_failing_once)
-    heartbeat = Heartbeat(database, interval_s=0.05, stale_after_s=3600)
+    heartbeat = Heartbeat(RenewFailingOnce(database), interval_s=0.05, stale_after_s=3600)
     first = claim(database)
     assert isinstance(first, Claim)
     with heartbeat.track(heartbeat.lease(first.run_id, "a")):
@@ -265,7 +270,7 @@ def test_a_run_whose_lease_is_lost_is_never_recorded_success(database: Database)
 
     rival = threading.Thread(target=take_over)
     rival.start()
-    outcome = execute(database, job, run, settings, alarm=Alarm())
+    outcome = execute(Store(database), job, run, settings, alarm=Alarm())
     rival.join()
     assert seen_stop == [True]
     assert (outcome.status, outcome.recorded) == ("FAILURE", False)
@@ -388,7 +393,7 @@ def test_a_retry_is_timed_on_the_workers_clock(database: Database):
     restarted = worker_for(database, jobs, clock=ahead)
     restarted.tick(ahead())  # reads the pending retry from the table
     for worker in (failed_here, restarted):
-        wait = worker._next_retry_at - ahead()
+        wait = worker.retries.next_retry_at - ahead()
         assert timedelta(0) < wait <= timedelta(seconds=60), wait
 
 
@@ -409,8 +414,8 @@ def test_an_abandoned_run_with_retries_left_is_run_again_for_its_instant(databas
 def _history(database, job: str, *instants: datetime) -> None:
     for instant in instants:
         run = claim(database, job_name=job, scheduled_for=instant)
-        from app.store.models import RunStatus
-        from app.store.runs import Outcome, finish_run
+        from app.core.outcomes import Outcome, RunStatus
+        from app.store.runs import finish_run
 
         finish_run(database, run.run_id, Outcome(RunStatus.SUCCESS))
 
@@ -444,15 +449,16 @@ def test_missed_instants_whose_record_failed_are_recorded_by_the_next_tick(
     _history(database, "strict", NOON)
     jobs = [Job(name="strict", body=lambda ctx: None, schedule="* * * * *", misfire_grace_s=0)]
     back_at = NOON + timedelta(minutes=3, seconds=30)
-    worker = worker_for(database, jobs, clock=lambda: back_at, start_at=back_at)
     outage = [DatabaseUnavailable("cannot reach the database")]
 
-    def record_once_unavailable(*args, **kwargs):
-        if outage:
-            raise outage.pop()
-        return record_missed(*args, **kwargs)
+    class RecordOnceUnavailable(Store):
+        def record_missed(self, missed):
+            if outage:
+                raise outage.pop()
+            return super().record_missed(missed)
 
-    monkeypatch.setattr("app.runtime.worker.record_missed", record_once_unavailable)
+    store = RecordOnceUnavailable(database)
+    worker = worker_for(store, jobs, clock=lambda: back_at, start_at=back_at)
     with pytest.raises(DatabaseUnavailable):
         worker.tick(back_at)
     worker.tick(back_at + timedelta(seconds=1))
@@ -507,10 +513,10 @@ def test_a_pending_instant_that_expires_is_recorded_missed(database: Database):
         Job(name="down", body=lambda ctx: None, schedule="* * * * *", run_after=("up",)),
     ]
     worker = worker_for(database, jobs, clock=lambda: moment["now"], start_at=NOON)
-    worker.pending = worker.due(after=None, now=NOON)[1:]
-    worker.attempt_pending()
+    worker.pending = latest_instants(worker.enabled, NOON)[1:]
+    worker.claim_pending()
     moment["now"] = NOON + timedelta(minutes=1)
-    report = worker.attempt_pending()
+    report = worker.claim_pending()
     assert (report.expired, report.missed) == (1, 1)
     [missed] = rows(database)
     assert (missed.job_name, missed.status) == ("down", "MISSED")
@@ -525,7 +531,7 @@ def test_instants_that_expired_while_behind_are_recorded_in_one_transaction(
     moment = {"now": NOON}
     jobs = [Job(name=f"job-{i}", body=lambda ctx: None, schedule="* * * * *") for i in range(30)]
     worker = worker_for(database, jobs, clock=lambda: moment["now"], start_at=NOON)
-    worker.pending = worker.due(after=None, now=NOON)
+    worker.pending = latest_instants(worker.enabled, NOON)
     moment["now"] = NOON + timedelta(minutes=1)
     commits = []
 
@@ -533,7 +539,7 @@ def test_instants_that_expired_while_behind_are_recorded_in_one_transaction(
         commits.append(conn)
 
     event.listen(database.engine, "commit", count)
-    report = worker.attempt_pending()
+    report = worker.claim_pending()
     event.remove(database.engine, "commit", count)
     assert (report.expired, report.missed) == (30, 30)
     assert sorted(r.job_name for r in rows(database) if r.status == "MISSED") == sorted(
@@ -620,7 +626,7 @@ def test_a_transactional_run_taken_over_rolls_its_writes_back(ledger: Database):
     run = claim(ledger, job_name="book")
     age_run(ledger, run.run_id, 3600)
     claim(ledger, job_name="book", scheduled_for=INSTANT + timedelta(minutes=1))
-    outcome = execute(ledger, job, run, Settings.from_env({}), alarm=Alarm())
+    outcome = execute(Store(ledger), job, run, Settings.from_env({}), alarm=Alarm())
     assert (outcome.status, outcome.recorded) == ("SUCCESS", False)
     assert _ledger(ledger) == []
 
@@ -628,14 +634,16 @@ def test_a_transactional_run_taken_over_rolls_its_writes_back(ledger: Database):
 def test_a_run_whose_transaction_cannot_begin_ends_failure_not_running(
     ledger: Database, monkeypatch
 ):
-    def cannot_begin(database: Database, job: Job):
-        raise DatabaseUnavailable("cannot reach the database: connection refused")
+    class CannotBegin(Store):
+        def open_run_transaction(self, *, timeout_s):
+            raise DatabaseUnavailable("cannot reach the database: connection refused")
 
-    monkeypatch.setattr("app.runtime.execution._open_transaction", cannot_begin)
     jobs = [
         Job(name="book", body=_write_ledger(fail=False), schedule="* * * * *", transactional=True)
     ]
-    worker = worker_for(ledger, jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1))
+    worker = worker_for(
+        CannotBegin(ledger), jobs, clock=lambda: NOON, start_at=NOON - timedelta(seconds=1)
+    )
     worker.tick(NOON)
     [row] = rows(ledger)
     assert row.status == "FAILURE"

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from app.errors import DatabaseError
 from app.job import Job, RunContext
-from app.runtime.runner import NEXT_INSTANT_CAME, WORKER_STOPPING, unanswered_because
+from app.runtime.unanswered import NEXT_INSTANT_CAME, WORKER_STOPPING, unanswered_because
 from app.runtime.worker import Worker, utc_now
 from app.store.database import Database
 from tests.integration.cli_helpers import cronlock

@@ -9,11 +9,13 @@ import pytest
 from sqlalchemy import text
 
 from app.config import Settings
+from app.core.planning import latest_instants
 from app.job import Job, PreCheckContext, RunContext
 from app.registry import JobRegistry, configure
 from app.runtime.finish import UNSTORABLE
 from app.runtime.worker import Worker
 from app.store.database import Database
+from app.store.facade import Store
 from tests.integration.helpers import FrozenClock, rows, worker_for
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -294,16 +296,16 @@ def test_run_after_across_replicas(database: Database):
     replica_2 = make_worker(database, [upstream, downstream], worker_id="r2")
 
     # Replica 2 only gets to the downstream job (as if replica 1 held the upstream lock).
-    replica_2.pending = replica_2.due(after=None, now=NOON)[1:]
-    assert replica_2.attempt_pending().outcomes == []
+    replica_2.pending = latest_instants(replica_2.enabled, NOON)[1:]
+    assert replica_2.claim_pending().outcomes == []
     assert [d.job.name for d in replica_2.pending] == ["send-reminders"]
     assert rows(database) == []
 
-    replica_1.pending = replica_1.due(after=None, now=NOON)[:1]
-    replica_1.attempt_pending()
+    replica_1.pending = latest_instants(replica_1.enabled, NOON)[:1]
+    replica_1.claim_pending()
     assert events == ["up"]
 
-    replica_2.attempt_pending()
+    replica_2.claim_pending()
     assert events == ["up", "down@12:00"]
     assert replica_2.pending == []
     up_row, down_row = rows(database)
@@ -344,11 +346,11 @@ def test_pending_instant_expires_at_the_jobs_next_instant(database: Database):
         Job(name="down", body=lambda ctx: None, schedule="* * * * *", run_after=("up",)),
     ]
     worker = make_worker(database, jobs, clock=clock)
-    worker.pending = worker.due(after=None, now=NOON)[1:]
-    worker.attempt_pending()
+    worker.pending = latest_instants(worker.enabled, NOON)[1:]
+    worker.claim_pending()
     assert len(worker.pending) == 1
     clock.moment = NOON + timedelta(minutes=1)
-    assert worker.attempt_pending().expired == 1
+    assert worker.claim_pending().expired == 1
     assert worker.pending == []
 
 
@@ -356,7 +358,9 @@ def test_run_forever_stops_on_the_event(database: Database):
     stop = threading.Event()
     settings = Settings.from_env({})
     jobs = [Job(name="yearly", body=lambda ctx: None, schedule="0 0 1 1 *")]
-    worker = Worker(database, configure(JobRegistry(jobs), settings), settings, stop_event=stop)
+    worker = Worker(
+        Store(database), configure(JobRegistry(jobs), settings), settings, stop_event=stop
+    )
     thread = threading.Thread(target=worker.run_forever)
     thread.start()
     stop.set()
@@ -392,7 +396,9 @@ def test_run_forever_survives_the_database_refusing_connections(
     stop = threading.Event()
     settings = Settings.from_env({})
     jobs = [Job(name="every-second", body=lambda ctx: None, schedule="* * * * * *")]
-    worker = Worker(database, configure(JobRegistry(jobs), settings), settings, stop_event=stop)
+    worker = Worker(
+        Store(database), configure(JobRegistry(jobs), settings), settings, stop_event=stop
+    )
 
     def set_connections(allowed: bool) -> None:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
