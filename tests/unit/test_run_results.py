@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.core.job import Job
-from app.runtime.execution import MAX_RESULT_BYTES, _json_result, retry_delay_s
+from app.core.outcomes import MAX_RESULT_BYTES, checked_result, retry_delay_s
 
 
 def job(**options) -> Job:
@@ -70,11 +70,11 @@ def test_drawn_delays_stay_within_half_and_one_and_a_half_of_the_base():
     assert 38.0 < sum(delays) / len(delays) < 42.0
 
 
-# -- _json_result --------------------------------------------------------------
+# -- checked_result --------------------------------------------------------------
 
 
 def test_no_result_stays_none():
-    assert _json_result(None) is None
+    assert checked_result(None) is None
 
 
 @pytest.mark.parametrize(
@@ -82,12 +82,12 @@ def test_no_result_stays_none():
 )
 def test_a_result_that_is_not_a_dict_is_refused(value, kind: str):
     with pytest.raises(TypeError, match=rf"^a job returns a dict or None, not {kind}$"):
-        _json_result(value)
+        checked_result(value)
 
 
 def test_a_result_comes_back_as_the_json_the_database_stores():
     value = {"deleted": 3, "ratio": 0.5, "names": ("a", "b"), 7: None, "ok": True}
-    result = _json_result(value)
+    result = checked_result(value)
     assert result == {"deleted": 3, "ratio": 0.5, "names": ["a", "b"], "7": None, "ok": True}
     assert result is not value
 
@@ -98,12 +98,12 @@ def test_a_result_comes_back_as_the_json_the_database_stores():
 )
 def test_nan_and_infinity_are_refused(value):
     with pytest.raises(ValueError, match=r"^the result holds NaN or Infinity, which JSON cannot"):
-        _json_result(value)
+        checked_result(value)
 
 
 def test_a_result_that_json_cannot_encode_raises_type_error():
     with pytest.raises(TypeError, match="datetime is not JSON serializable"):
-        _json_result({"when": datetime(2026, 1, 1, tzinfo=UTC)})
+        checked_result({"when": datetime(2026, 1, 1, tzinfo=UTC)})
 
 
 def _result_of_size(size: int) -> dict[str, str]:
@@ -115,7 +115,7 @@ def _result_of_size(size: int) -> dict[str, str]:
 
 def test_a_result_of_the_maximum_size_is_kept():
     value = _result_of_size(MAX_RESULT_BYTES)
-    assert _json_result(value) == value
+    assert checked_result(value) == value
 
 
 def test_a_larger_result_is_refused_with_its_size():
@@ -123,7 +123,7 @@ def test_a_larger_result_is_refused_with_its_size():
         ValueError,
         match=rf"^the result is {MAX_RESULT_BYTES + 1} bytes; keep it under {MAX_RESULT_BYTES}$",
     ):
-        _json_result(_result_of_size(MAX_RESULT_BYTES + 1))
+        checked_result(_result_of_size(MAX_RESULT_BYTES + 1))
 
 
 def test_the_size_counts_escaped_characters():
@@ -131,7 +131,7 @@ def test_the_size_counts_escaped_characters():
     count = MAX_RESULT_BYTES // 6  # far fewer characters than the cap
     value = {"a": "é" * count}
     with pytest.raises(ValueError, match=rf"^the result is {9 + 6 * count} bytes"):
-        _json_result(value)
+        checked_result(value)
 
 
 @pytest.mark.parametrize(
@@ -140,4 +140,4 @@ def test_the_size_counts_escaped_characters():
 )
 def test_a_nul_anywhere_is_refused(value):
     with pytest.raises(ValueError, match=r"^the result holds a NUL character"):
-        _json_result(value)
+        checked_result(value)
