@@ -154,6 +154,7 @@ def decide(runs: Sequence[Any], request: ClaimRequest) -> Skip | tuple[int, int 
             f"previous run {previous.id} (for {previous.scheduled_for.isoformat()}) "
             f"is still running on {previous.worker_id}",
             recorded=request.trigger == Trigger.SCHEDULE,
+            kind="running",
         )
     return 1, None
 
