@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run test test-unit lint format bench clean
+.PHONY: install run test test-fast test-unit lint format bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The edit-test loop: everything but the soak and the other long waits (CI runs `make test`).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -29,6 +29,32 @@ MAX_STALE_S = 86_400  # a day: a live run renews its heartbeat long before
 MAX_GRACE_S = 86_400
 MAX_RETENTION_DAYS = 36_500
 
+# Every variable Settings.from_env reads by name. The tests strip these (and the
+# per-job ones below) so that a developer's shell cannot leak into a test, and a
+# unit test checks this list against the names this module reads.
+ENV_VARIABLES: tuple[str, ...] = (
+    "DATABASE_URL",
+    "CRONLOCK_DATA_DIR",
+    "JOBS_MODULE",
+    "CRON_SCHEDULE",
+    "CRON_TZ",
+    "STALE_JOB_THRESHOLD_SECONDS",
+    "HEARTBEAT_INTERVAL_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "MAX_CLOCK_SKEW_SECONDS",
+    "JOB_HISTORY_RETENTION_DAYS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "METRICS_PORT",
+    "METRICS_HOST",
+    "ALERT_AFTER_FAILURES",
+    "ALERT_WEBHOOK_URL",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+)
+# The per-job variables end so: <NAME>_ENABLED and <NAME>_SCHEDULE.
+JOB_VARIABLE_SUFFIXES: tuple[str, ...] = ("_ENABLED", "_SCHEDULE")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _DRIVER = "postgresql+psycopg"
@@ -221,7 +247,7 @@ class Settings:
             job_overrides={
                 key: value
                 for key, value in env.items()
-                if key.endswith(("_ENABLED", "_SCHEDULE")) and key != "CRON_SCHEDULE"
+                if key.endswith(JOB_VARIABLE_SUFFIXES) and key not in ENV_VARIABLES
             },
         )
 

@@ -8,18 +8,7 @@ import tempfile
 
 import pytest
 
-_OURS = (
-    "DATABASE_URL",
-    "CRONLOCK_DATA_DIR",
-    "JOBS_MODULE",
-    "CRON_SCHEDULE",
-    "CRON_TZ",
-    "STALE_JOB_THRESHOLD_SECONDS",
-    "JOB_HISTORY_RETENTION_DAYS",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-)
-
+from app.config import ENV_VARIABLES, JOB_VARIABLE_SUFFIXES
 
 _OWN_BASETEMP = pytest.StashKey[str]()
 
@@ -42,17 +31,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(own, ignore_errors=True)
 
 
+def _is_ours(key: str) -> bool:
+    """One of the variables Settings.from_env reads, or a per-job one."""
+    return key in ENV_VARIABLES or key.endswith(JOB_VARIABLE_SUFFIXES)
+
+
 def clean_environ() -> dict[str, str]:
     """The process environment without cronlock's variables."""
-    return {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _OURS and not key.endswith(("_ENABLED", "_SCHEDULE"))
-    }
+    return {key: value for key, value in os.environ.items() if not _is_ours(key)}
 
 
 @pytest.fixture(autouse=True)
 def _strip_cronlock_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
-        if key in _OURS or key.endswith(("_ENABLED", "_SCHEDULE")):
+        if _is_ours(key):
             monkeypatch.delenv(key)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from sqlalchemy import text
 
 from app.store.database import Database
 from tests.integration.cli_helpers import cli_env
+from tests.integration.helpers import wait_until
 
 FAULT_JOBS = """
 import os
@@ -128,17 +128,15 @@ def scalar(database: Database, query: str, **params: Any) -> Any:
 
 
 def wait_for(database: Database, query: str, timeout_s: float = 60, **params: Any) -> Any:
-    """Poll until `query` returns a truthy value: the table decides, the timeout bounds a hang."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Poll until `query` returns a truthy value, and return it: the table decides."""
+
+    def value() -> Any:
         try:
-            value = scalar(database, query, **params)
+            return scalar(database, query, **params)
         except Exception:  # the server may be down on purpose
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {query}")
+            return None
+
+    return wait_until(value, timeout_s=timeout_s, interval_s=0.1, what=query)
 
 
 def stop(process: WorkerProcess, timeout_s: float = 30) -> tuple[int, str]:
@@ -155,12 +153,11 @@ def stop(process: WorkerProcess, timeout_s: float = 30) -> tuple[int, str]:
 
 def wait_for_log(process: WorkerProcess, needle: str, timeout_s: float = 30) -> None:
     """Poll the worker's log until `needle` appears."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if needle in process.log():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{needle!r} never appeared in the worker's log")
+    wait_until(
+        lambda: needle in process.log(),
+        timeout_s=timeout_s,
+        what=f"{needle!r} in the worker's log",
+    )
 
 
 def invariants(database: Database) -> dict[str, int]:

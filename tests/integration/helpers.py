@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 
@@ -20,6 +20,8 @@ from app.store.database import Database
 from app.store.facade import Store
 
 INSTANT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+T = TypeVar("T")
 
 
 def claim(database: Database, job_name: str = "a", **options: Any) -> ClaimResult:
@@ -105,13 +107,25 @@ def worker_for(
     return worker
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    """Poll until `predicate()`: the database decides; the timeout only bounds a hang."""
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout_s: float = 30,
+    interval_s: float = 0.05,
+    what: str | None = None,
+) -> T:
+    """Poll `predicate()` until it returns a truthy value, and return that value.
+
+    The state polled decides; the timeout only bounds a hang, and the failure says
+    `what` was awaited (else which predicate).
+    """
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        time.sleep(0.05)
+            awaited = what or getattr(predicate, "__qualname__", repr(predicate))
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {awaited}")
+        time.sleep(interval_s)
+    return value
 
 
 def retry_due(database: Database) -> bool:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 from sqlalchemy import text
 
 from app.store.database import Database
 from tests.integration.cli_helpers import start_cronlock
+from tests.integration.faults import scalar
+from tests.integration.helpers import wait_until
 
 WORKERS = 3
 JOBS = ["alpha", "beta", "gamma", "delta"]
@@ -31,13 +32,9 @@ JOBS = [alpha, beta, gamma, delta]
 
 def _wait_for(database: Database, query: str, predicate, timeout_s: float = 60) -> None:
     """Poll the table until `predicate(value)`: progress is decided by the database."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with database.transaction() as session:
-            if predicate(session.execute(text(query)).scalar()):
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting on: {query}")
+    wait_until(
+        lambda: predicate(scalar(database, query)), timeout_s=timeout_s, interval_s=0.2, what=query
+    )
 
 
 def test_replicas_run_each_instant_exactly_once(database: Database, db_url: str, tmp_path: Path):
@@ -161,11 +158,12 @@ def test_a_second_signal_stops_at_once_and_records_failure(
 
 def _wait_for_text(process, needle: str, timeout_s: float = 30) -> None:
     """Read the process's stderr until `needle` appears."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def next_line_has_it() -> bool:
         line = process.stderr.readline()
-        if needle in line:
-            return
         if not line and process.poll() is not None:
-            break
-    raise AssertionError(f"{needle!r} never appeared")
+            raise AssertionError(f"the process exited before {needle!r} appeared")
+        return needle in line
+
+    # No pause between polls: each one blocks in readline until there is a line.
+    wait_until(next_line_has_it, timeout_s=timeout_s, interval_s=0, what=f"{needle!r} on stderr")

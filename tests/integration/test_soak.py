@@ -42,6 +42,7 @@ WHERE NOT EXISTS (
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(SOAK_S + 120)
 def test_soak_with_random_kills(database: Database, db_url: str, tmp_path: Path):
     rng = random.Random(SEED)

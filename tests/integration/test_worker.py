@@ -16,7 +16,7 @@ from app.runtime.finish import UNSTORABLE
 from app.runtime.worker import Worker
 from app.store.database import Database
 from app.store.facade import Store
-from tests.integration.helpers import FrozenClock, rows, worker_for
+from tests.integration.helpers import FrozenClock, rows, wait_until, worker_for
 
 NOON = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -418,14 +418,15 @@ def test_run_forever_survives_the_database_refusing_connections(
     thread = threading.Thread(target=worker.run_forever)
     thread.start()
     try:
-        _wait_until(lambda: count_runs() >= 1)
+        wait_until(lambda: count_runs() >= 1, what="a first SUCCESS")
         set_connections(False)
-        _wait_until(
-            lambda: any(getattr(r, "event", "") == "database_unavailable" for r in caplog.records)
+        wait_until(
+            lambda: any(getattr(r, "event", "") == "database_unavailable" for r in caplog.records),
+            what="a database_unavailable log record",
         )
         set_connections(True)
         before = count_runs()
-        _wait_until(lambda: count_runs() >= before + 2)
+        wait_until(lambda: count_runs() >= before + 2, what="two more SUCCESS after the outage")
     finally:
         set_connections(True)
         stop.set()
@@ -435,15 +436,3 @@ def test_run_forever_survives_the_database_refusing_connections(
     events = [getattr(r, "event", "") for r in caplog.records]
     assert events.count("database_unavailable") == 1
     assert events.count("database_recovered") == 1
-
-
-def _wait_until(predicate, timeout_s: float = 30) -> None:
-    """Poll until `predicate()`: the database's state decides, the timeout only bounds a hang."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition never became true")

@@ -1,9 +1,19 @@
+import ast
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from app import config
 from app.cli import _set_in_file
-from app.config import Settings, env_prefix, normalize_database_url, parse_bool
+from app.config import (
+    ENV_VARIABLES,
+    Settings,
+    env_prefix,
+    normalize_database_url,
+    parse_bool,
+)
 from app.errors import ConfigError
 
 
@@ -88,3 +98,45 @@ def test_an_env_file_note_names_the_variables_with_bad_values_only():
     )
     unparsable = "DATABASE_URL is not a database URL; expected postgresql://..."
     assert _set_in_file(unparsable, {"DATABASE_URL"}, env_file).startswith(" (DATABASE_URL")
+
+
+class _Asked(Mapping[str, str]):
+    """An empty environment that remembers which variables were asked for."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.names.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_env_variables_are_the_variables_from_env_reads():
+    environ = _Asked()
+    Settings.from_env(environ)
+    assert environ.names == set(ENV_VARIABLES)
+
+
+def test_every_variable_named_in_config_is_in_env_variables():
+    """A name read only on some branch is still a name the tests must strip."""
+    source = ast.parse(Path(config.__file__).read_text())
+    named = {
+        node.value
+        for node in ast.walk(source)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and re.fullmatch(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+", node.value)
+    }
+    assert named <= set(ENV_VARIABLES), named - set(ENV_VARIABLES)
+    assert len(set(ENV_VARIABLES)) == len(ENV_VARIABLES)
+
+
+def test_a_per_job_variable_is_not_one_of_cronlocks_own():
+    settings = Settings.from_env({"CRON_SCHEDULE": "* * * * *", "SYNC_SCHEDULE": "0 * * * *"})
+    assert dict(settings.job_overrides) == {"SYNC_SCHEDULE": "0 * * * *"}
