@@ -64,7 +64,7 @@ def _tick_process(url: str, index: int, barrier: Barrier, results: Any) -> None:
     started = time.perf_counter()
     runs = _settle(worker)
     results.put((index, time.perf_counter() - started, runs))
-    worker.database.dispose()
+    worker.store.database.dispose()
 
 
 def _table(libpq_url: str) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def bench_one_worker(url: str, libpq_url: str) -> dict[str, Any]:
         runs = _settle(worker)
         tick_s, cpu_after = time.perf_counter() - started, cpu_ticks()
     finally:
-        worker.database.dispose()
+        worker.store.database.dispose()
     return {"start_s": start_s, **_tick_result(libpq_url, tick_s, (cpu, cpu_after), [runs])}
 
 
