@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.core.redaction import secrets_in
 from app.errors import ConfigError
-from app.ops.logs import secrets_in
 
 DEFAULT_SCHEDULE = "0 0 * * *"
 DEFAULT_STALE_THRESHOLD_S = 60

@@ -47,10 +47,10 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         ignore_pause=args.force,
     )
     result = claim_and_run(store, job, request, settings=deployment.settings)
-    return _print_attempt(job.name, result)
+    return _print_result(job.name, result)
 
 
-def _print_attempt(job_name: str, result: InstantResult) -> int:
+def _print_result(job_name: str, result: InstantResult) -> int:
     if isinstance(result, RunOutcome):
         detail = f": {result.error}" if result.error else ""
         print(
@@ -96,7 +96,7 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
         retry_run_id=run.id,
     )
     result = claim_and_run(store, job, request, settings=deployment.settings)
-    return _print_attempt(run.job_name, result)
+    return _print_result(run.job_name, result)
 
 
 def cmd_pause(args: argparse.Namespace, deployment: Deployment) -> int:

@@ -70,13 +70,13 @@ class Gap:
 class Plan:
     """What one tick does before it claims anything.
 
-    `attempt`: instants to add to the pending queue. `missed`: instants to record
+    `queue`: instants to add to the pending queue. `missed`: instants to record
     MISSED. `expired`: pending instants whose next instant came first. `cursors`:
     where each job's accounting stands once `missed` is recorded. `something_due`:
     some job had an instant since its cursor (retries are scanned then).
     """
 
-    attempt: list[PendingInstant] = field(default_factory=list)
+    queue: list[PendingInstant] = field(default_factory=list)
     missed: list[Missed] = field(default_factory=list)
     expired: list[PendingInstant] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
@@ -151,7 +151,7 @@ def plan_tick(
         else:
             reason = f"missed: no worker ran it; caught up at {latest.isoformat()} instead"
             if (configured.name, latest) not in queued:
-                plan.attempt.append(PendingInstant(configured, latest, expires_at))
+                plan.queue.append(PendingInstant(configured, latest, expires_at))
         plan.missed += [Missed(configured.name, instant, reason) for instant in older]
     return plan
 

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from app.core.redaction import scrub
+
 _current_job: ContextVar[str | None] = ContextVar("cronlock_current_job", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(job_prefix)s%(message)s"
-SECRET_VARIABLE = re.compile(r".*_(SECRET|PASSWORD|TOKEN)$")
-REDACTED = "***"
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -44,26 +43,6 @@ def job_scope(job_name: str) -> Iterator[None]:
         yield
     finally:
         _current_job.reset(token)
-
-
-def secrets_in(environ: Mapping[str, str], database_url: str | None) -> list[str]:
-    """Values to keep out of logs: *_SECRET, *_PASSWORD, *_TOKEN variables; the DB password."""
-    values = [v for k, v in environ.items() if SECRET_VARIABLE.fullmatch(k.upper()) and v]
-    if database_url:
-        from sqlalchemy.engine import make_url  # noqa: PLC0415 - only for this parse
-
-        password = make_url(database_url).password
-        if password:
-            values.append(str(password))
-    # Longest first, so a secret containing another is replaced whole.
-    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every value of `secrets` in `text` with ***."""
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 class Redactor(logging.Filter):

@@ -22,9 +22,10 @@ from app.config import Settings
 from app.core.claims import Claim
 from app.core.job import Job
 from app.core.outcomes import Outcome, RunOutcome, RunStatus, checked_result, retry_delay_s
+from app.core.redaction import scrub
 from app.errors import DatabaseError
 from app.ops import metrics
-from app.ops.logs import job_scope, scrub
+from app.ops.logs import job_scope
 from app.ops.observe import observe_outcome
 from app.runtime.context import RunContext
 from app.runtime.finish import close_transaction, record_outcome

@@ -27,8 +27,9 @@ from app.core.claims import (
 )
 from app.core.job import Job, PreCheck
 from app.core.outcomes import RunOutcome, RunStatus
+from app.core.redaction import scrub
 from app.errors import DatabaseError
-from app.ops.logs import job_scope, scrub
+from app.ops.logs import job_scope
 from app.ops.observe import observe_claim, observe_unstarted_failure
 from app.runtime.context import PreCheckContext
 from app.runtime.execution import execute

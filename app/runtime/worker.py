@@ -178,7 +178,7 @@ class Worker:
         report = TickReport()
         plan = plan_tick(self.enabled, self.cursors, self.pending, now)
         observe_gaps(plan.gaps, max_scanned=MAX_MISSED_SCAN)
-        self.pending += plan.attempt
+        self.pending += plan.queue
         # One statement for every job's missed instants (a worker that fell behind has
         # one per job). The cursors move once they are recorded: if the write fails,
         # the next tick sees them again.

@@ -41,7 +41,7 @@ def test_a_tick_queues_only_the_latest_instant_after_the_cursor():
     jobs = enabled(job("a", "* * * * *"), job("b", "0 * * * *"))
     cursors = {"a": at(2026, 1, 1, 12, 2, 30), "b": at(2026, 1, 1, 12, 0)}
     plan = plan_tick(jobs, cursors, [], at(2026, 1, 1, 12, 3, 5))
-    assert [(p.job.name, p.scheduled_for, p.expires_at) for p in plan.attempt] == [
+    assert [(p.job.name, p.scheduled_for, p.expires_at) for p in plan.queue] == [
         ("a", at(2026, 1, 1, 12, 3), at(2026, 1, 1, 12, 4)),
     ]
     assert plan.missed == []
@@ -53,7 +53,7 @@ def test_after_an_outage_the_latest_runs_late_and_the_older_are_missed():
     jobs = enabled(job("a", "* * * * *"))
     now = at(2026, 1, 1, 12, 3, 20)
     plan = plan_tick(jobs, {"a": at(2026, 1, 1, 12, 0)}, [], now)
-    assert [p.scheduled_for for p in plan.attempt] == [at(2026, 1, 1, 12, 3)]
+    assert [p.scheduled_for for p in plan.queue] == [at(2026, 1, 1, 12, 3)]
     assert [m.scheduled_for for m in plan.missed] == [at(2026, 1, 1, 12, 1), at(2026, 1, 1, 12, 2)]
     assert all(m.reason.startswith("missed: no worker ran it; caught up at") for m in plan.missed)
 
@@ -61,7 +61,7 @@ def test_after_an_outage_the_latest_runs_late_and_the_older_are_missed():
 def test_an_instant_later_than_its_misfire_grace_is_missed_too():
     jobs = enabled(job("a", "* * * * *", misfire_grace_s=10))
     plan = plan_tick(jobs, {"a": at(2026, 1, 1, 12, 0)}, [], at(2026, 1, 1, 12, 3, 11))
-    assert plan.attempt == []
+    assert plan.queue == []
     assert [m.scheduled_for for m in plan.missed] == [at(2026, 1, 1, 12, m) for m in (1, 2, 3)]
     assert plan.missed[-1].reason == "missed: 11s late, beyond the misfire grace of 10s"
 
@@ -69,14 +69,14 @@ def test_an_instant_later_than_its_misfire_grace_is_missed_too():
 def test_a_zero_grace_still_allows_the_on_time_slack():
     jobs = enabled(job("a", "* * * * *", misfire_grace_s=0))
     plan = plan_tick(jobs, {"a": at(2026, 1, 1, 12, 2)}, [], at(2026, 1, 1, 12, 3, 0, 500_000))
-    assert [p.scheduled_for for p in plan.attempt] == [at(2026, 1, 1, 12, 3)]
+    assert [p.scheduled_for for p in plan.queue] == [at(2026, 1, 1, 12, 3)]
 
 
 def test_an_instant_already_pending_is_not_queued_twice():
     jobs = enabled(job("a", "* * * * *"))
     [pending] = latest_instants(jobs, at(2026, 1, 1, 12, 3))
     plan = plan_tick(jobs, {"a": at(2026, 1, 1, 12, 2, 59)}, [pending], at(2026, 1, 1, 12, 3, 1))
-    assert plan.attempt == []
+    assert plan.queue == []
     assert plan.something_due
 
 
@@ -104,7 +104,7 @@ def test_a_gap_longer_than_the_scan_is_reported_not_listed():
 
 def test_a_job_without_a_cursor_starts_from_now():
     plan = plan_tick(enabled(job("a", "* * * * *")), {}, [], at(2026, 1, 1, 12, 3))
-    assert plan.attempt == []
+    assert plan.queue == []
     assert plan.missed == []
     assert plan.cursors == {"a": at(2026, 1, 1, 12, 3)}
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.config import Settings
-from app.ops.logs import TEXT_FORMAT, JsonFormatter, Redactor, job_scope, scrub, secrets_in
+from app.core.redaction import scrub, secrets_in
+from app.ops.logs import TEXT_FORMAT, JsonFormatter, Redactor, job_scope
 
 DB_PASSWORD = "hunter2-db"
 TOKEN = "tok-abcdef-123"
