@@ -18,6 +18,7 @@ from types import ModuleType
 from app.config import Settings, env_prefix
 from app.core.job import ConfiguredJob, Job
 from app.core.schedule import parse_schedule
+from app.core.stops import describe
 from app.errors import InvalidJob, JobsModuleError, UnknownJob
 
 
@@ -111,9 +112,12 @@ def load_registry(reference: str) -> JobRegistry:
             f"JOBS_MODULE={reference!r} cannot be imported ({exc}); "
             "give a module on the Python path or a path to a .py file"
         ) from exc
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         raise JobsModuleError(
-            f"JOBS_MODULE={reference!r} raised {type(exc).__name__} while importing: {exc}"
+            f"JOBS_MODULE={reference!r} raised {_ended_by(exc)} while importing; "
+            "a jobs module defines jobs and exits nothing"
         ) from exc
     jobs = getattr(module, "JOBS", None)
     if not isinstance(jobs, list | tuple):
@@ -154,3 +158,9 @@ def unmatched_overrides(registry: JobRegistry, settings: Settings) -> list[str]:
         for variable in settings.job_overrides
         if variable.rsplit("_", 1)[0] not in prefixes
     )
+
+
+def _ended_by(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (sys.exit)"
+    return describe(exc)

@@ -29,6 +29,7 @@ from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
 from app.cli.views import cmd_history, cmd_jobs, cmd_next
 from app.cli.worker import cmd_worker
 from app.core.outcomes import RunStatus
+from app.core.stops import StopNow
 from app.errors import ConfigError, CronlockError
 from app.ops import alerts
 
@@ -160,9 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             message += _set_in_file(message, from_file, env_file)
         print(f"cronlock {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"cronlock {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exc.exit_code if isinstance(exc, StopNow) else EXIT_INTERRUPTED
     finally:
         alerts.flush()
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from app.cli.common import (
     EXIT_JOB_FAILED,
@@ -13,17 +18,23 @@ from app.cli.common import (
     ready_store,
 )
 from app.config import env_prefix
-from app.core.claims import Skip, Wait
+from app.core.claims import ClaimRequest, Skip, Wait
+from app.core.job import Job
 from app.core.outcomes import RunOutcome, RunStatus, Trigger
+from app.core.stops import StopNow
 from app.errors import ConfigError, UnknownJob
 from app.registry import (
     unknown_job_message,
 )
+from app.runtime.interrupts import Alarm
 from app.runtime.runner import InstantResult, claim_and_run, claim_request
 from app.runtime.worker import default_worker_id, utc_now
 from app.store.control import operator
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
@@ -46,8 +57,40 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         wait_for_lock=True,
         ignore_pause=args.force,
     )
-    result = claim_and_run(store, job, request, settings=deployment.settings)
-    return _print_result(job.name, result)
+    return _run_now(store, job, request, deployment)
+
+
+def _run_now(store: Store, job: Job, request: ClaimRequest, deployment: Deployment) -> int:
+    """Claim and run in this process; SIGINT or SIGTERM interrupts the body, whose run is
+    recorded FAILURE, and the command then exits 130 or 143."""
+    alarm = Alarm()
+    with stop_signals_interrupt(alarm) as received:
+        result = claim_and_run(store, job, request, settings=deployment.settings, alarm=alarm)
+    code = _print_result(job.name, result)
+    if received:
+        print(f"cronlock: interrupted by {signal.Signals(received[0]).name}", file=sys.stderr)
+        return 128 + received[0]
+    return code
+
+
+@contextmanager
+def stop_signals_interrupt(alarm: Alarm) -> Iterator[list[int]]:
+    """Within the block, SIGINT and SIGTERM stop the command at once: a running body is
+    interrupted (its run ends FAILURE); elsewhere StopNow is raised. Yields the signals seen."""
+    received: list[int] = []
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        reason = f"interrupted by {signal.Signals(signum).name}"
+        alarm.interrupt_now(reason)
+        raise StopNow(reason, exit_code=128 + signum)
+
+    previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _print_result(job_name: str, result: InstantResult) -> int:
@@ -95,8 +138,7 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
         ignore_pause=True,
         retry_run_id=run.id,
     )
-    result = claim_and_run(store, job, request, settings=deployment.settings)
-    return _print_result(run.job_name, result)
+    return _run_now(store, job, request, deployment)
 
 
 def cmd_pause(args: argparse.Namespace, deployment: Deployment) -> int:

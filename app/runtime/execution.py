@@ -23,13 +23,14 @@ from app.core.claims import Claim
 from app.core.job import Job
 from app.core.outcomes import Outcome, RunOutcome, RunStatus, checked_result, retry_delay_s
 from app.core.redaction import scrub
+from app.core.stops import RunInterrupted, StopNow, describe
 from app.errors import DatabaseError
 from app.ops import metrics
 from app.ops.logs import job_scope
 from app.ops.observe import observe_outcome
 from app.runtime.context import RunContext
 from app.runtime.finish import close_transaction, record_outcome
-from app.runtime.interrupts import Alarm, RunInterrupted
+from app.runtime.interrupts import Alarm
 from app.runtime.lease import Heartbeat, Lease
 from app.store.facade import Store
 
@@ -154,7 +155,7 @@ def _prepare_and_run(run: Execution, alarm: Alarm) -> Outcome:
 
 @contextmanager
 def _interrupts_recorded(run: Execution) -> Iterator[None]:
-    """A stop that interrupts the run (KeyboardInterrupt, SystemExit): record FAILURE, go on."""
+    """A stop that interrupts the run (StopNow, say): record FAILURE, then let it go on."""
     try:
         yield
     except BaseException as exc:
@@ -177,16 +178,24 @@ def _interrupts_recorded(run: Execution) -> Iterator[None]:
 
 
 def _run_body(job: Job, context: RunContext, alarm: Alarm) -> Outcome:
+    """Run the body under its timeout. Whatever it raises is its outcome, except StopNow."""
     try:
         if job.timeout_s is not None:
             alarm.arm(job.timeout_s, f"timed out after {job.timeout_s:g}s")
         with alarm.body():
             value = job.body(context)
         alarm.disarm()
+        swallowed = alarm.take_fired()
+        if swallowed is not None:
+            return Outcome(RunStatus.FAILURE, error=f"{swallowed}; the body caught it and returned")
         return Outcome(RunStatus.SUCCESS, result=checked_result(value))
     except RunInterrupted as exc:
         return Outcome(RunStatus.FAILURE, error=exc.reason)
-    except Exception as exc:
+    except StopNow:
+        raise
+    except BaseException as exc:
+        # A timeout the body turned into another error is still the timeout.
+        interrupted = alarm.take_fired()
         logger.error(
             "run %s raised %s",
             context.run_id,
@@ -194,9 +203,21 @@ def _run_body(job: Job, context: RunContext, alarm: Alarm) -> Outcome:
             exc_info=True,
             extra={"event": "run_raised", "job": job.name, "run_id": context.run_id},
         )
-        return Outcome(RunStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
+        if interrupted is not None:
+            return Outcome(RunStatus.FAILURE, error=interrupted)
+        return Outcome(RunStatus.FAILURE, error=_ended_by(exc))
     finally:
         alarm.disarm()
+
+
+def _ended_by(exc: BaseException) -> str:
+    """The stored error of a body that raised: `Type: message`, or `exited: SystemExit(0)`."""
+    if isinstance(exc, Exception):
+        return describe(exc)
+    try:
+        return f"exited: {exc!r}"
+    except Exception:
+        return f"exited: {type(exc).__name__}"
 
 
 def conclude(

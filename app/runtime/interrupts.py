@@ -2,7 +2,8 @@
 
 Python cannot kill a thread, so bodies run in the main thread and are interrupted
 by SIGALRM: the handler raises `RunInterrupted`, a BaseException so a body's own
-``except Exception`` does not swallow it. A signal also wakes a body blocked in
+``except Exception`` does not swallow it; a body that swallows it anyway still
+ends FAILURE for that reason (`take_fired`). A signal also wakes a body blocked in
 ``time.sleep`` or a socket read. The alarm fires only while a body is running; a
 deadline that passes while cronlock itself is writing an outcome is ignored.
 """
@@ -17,15 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from app.core.stops import RunInterrupted
+
 logger = logging.getLogger(__name__)
-
-
-class RunInterrupted(BaseException):
-    """A running body was stopped; `reason` becomes the run's error message."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Alarm:
@@ -35,6 +30,7 @@ class Alarm:
         self._deadline: float | None = None
         self._reason = ""
         self._in_body = False
+        self._fired: str | None = None
 
     @staticmethod
     def available() -> bool:
@@ -62,11 +58,19 @@ class Alarm:
         """Raise RunInterrupted at once if a body is running (a second stop signal)."""
         if self._in_body:
             self._in_body = False
+            self._fired = reason
             raise RunInterrupted(reason)
+
+    def take_fired(self) -> str | None:
+        """Why the body was interrupted since the last call, if it was: a body that
+        caught the interrupt and returned still ends FAILURE for that reason."""
+        fired, self._fired = self._fired, None
+        return fired
 
     @contextmanager
     def body(self) -> Iterator[None]:
         """Mark the span in which an interrupt may be raised."""
+        self._fired = None
         self._in_body = True
         try:
             yield
@@ -77,4 +81,5 @@ class Alarm:
         self._deadline = None
         if self._in_body:
             self._in_body = False
+            self._fired = self._reason
             raise RunInterrupted(self._reason)

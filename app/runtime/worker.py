@@ -34,6 +34,7 @@ from app.core.planning import (
     wake_at,
     without,
 )
+from app.core.stops import StopNow
 from app.errors import DatabaseError
 from app.ops import metrics
 from app.ops.health import Liveness
@@ -60,6 +61,7 @@ LIVENESS_INTERVAL_S = 5.0
 # How many pending instants one claim looks through: more than the replicas that
 # usually race for the same tick, few enough that the lookup stays a few probes.
 CLAIM_WINDOW = 8
+SECOND_SIGNAL = "interrupted by a second stop signal"
 
 
 def utc_now() -> datetime:
@@ -140,8 +142,9 @@ class Worker:
         """Interrupt the current run now (it is recorded FAILURE) and stop."""
         self.forced_stop = True
         self.stop_event.set()
-        self.alarm.interrupt_now("interrupted by a second stop signal")
-        raise KeyboardInterrupt
+        # Whichever of the two it raises, a run in progress records the same reason.
+        self.alarm.interrupt_now(SECOND_SIGNAL)
+        raise StopNow(SECOND_SIGNAL)
 
     # -- starting ------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from app.core.claims import (
     settled_reason,
 )
 from app.core.outcomes import RunStatus, Trigger
+from app.core.stops import StopNow, describe
 from app.errors import DatabaseError
 from app.store import claim_statements as sql
 from app.store.database import Database
@@ -180,8 +181,10 @@ def _decide_and_insert(
     if request.pre_check is not None:
         try:
             reason = _run_pre_check(conn, request.pre_check)
-        except Exception as exc:
-            error = request.redact(f"pre-check raised {type(exc).__name__}: {exc}")
+        except StopNow:
+            raise
+        except BaseException as exc:
+            error = request.redact(f"pre-check raised {describe(exc)}")
             logger.error(
                 "pre-check of %s raised",
                 request.job_name,

@@ -223,17 +223,6 @@ def test_an_outcome_refused_for_another_reason_is_retried_until_it_lands(
     assert (row.status, row.result) == ("SUCCESS", {"done": True})
 
 
-def test_an_interrupt_in_the_body_is_recorded_and_re_raised(database: Database):
-    def interrupted(ctx):
-        raise KeyboardInterrupt
-
-    worker = make_worker(database, [Job(name="slow", body=interrupted, schedule="* * * * *")])
-    with pytest.raises(KeyboardInterrupt):
-        worker.tick(NOON)
-    [row] = rows(database)
-    assert (row.status, row.error_message) == ("FAILURE", "interrupted: KeyboardInterrupt")
-
-
 def test_a_disabled_job_writes_nothing(database: Database):
     ran = []
     jobs = [Job(name="off", body=lambda ctx: ran.append(1), schedule="* * * * *")]

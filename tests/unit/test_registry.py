@@ -104,6 +104,8 @@ def test_load_registry_from_the_shipped_module():
     [
         ("X = 1\n", "has no JOBS list"),
         ("raise RuntimeError('boom')\n", "raised RuntimeError"),
+        ("import sys\nsys.exit(0)\n", r"raised SystemExit\(0\) \(sys.exit\) while importing"),
+        ("raise GeneratorExit\n", "raised GeneratorExit while importing"),
         ("JOBS = [1]\n", "not a Job"),
     ],
 )
