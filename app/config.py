@@ -7,6 +7,7 @@ test has to patch ``os.environ``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.core.redaction import secrets_in
-from app.errors import ConfigError
+from app.errors import ConfigError, shown
 
 DEFAULT_SCHEDULE = "0 0 * * *"
 DEFAULT_STALE_THRESHOLD_S = 60
@@ -25,6 +26,8 @@ DEFAULT_HEARTBEAT_INTERVAL_S = 15
 DEFAULT_SHUTDOWN_GRACE_S = 30
 DEFAULT_MAX_CLOCK_SKEW_S = 2
 DEFAULT_RETENTION_DAYS = 30
+MIN_STALE_S = 1.0
+MIN_HEARTBEAT_S = 0.1  # at most ten renewals a second per run
 MAX_STALE_S = 86_400  # a day: a live run renews its heartbeat long before
 MAX_GRACE_S = 86_400
 MAX_RETENTION_DAYS = 36_500
@@ -58,6 +61,9 @@ JOB_VARIABLE_SUFFIXES: tuple[str, ...] = ("_ENABLED", "_SCHEDULE")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _DRIVER = "postgresql+psycopg"
+_WHOLE = re.compile(r"[0-9]{1,15}", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,15}(\.[0-9]{0,9})?|\.[0-9]{1,9}", re.ASCII)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
 
 
 def env_prefix(job_name: str) -> str:
@@ -73,7 +79,7 @@ def parse_bool(variable: str, raw: str) -> bool:
     if value in _FALSE:
         return False
     raise ConfigError(
-        f"{variable}={raw!r} is not a boolean; use true or false (also 1/0, yes/no, on/off)"
+        f"{variable}={shown(raw)} is not a boolean; use true or false (also 1/0, yes/no, on/off)"
     )
 
 
@@ -84,20 +90,29 @@ def _positive(
     *,
     whole: bool = False,
     maximum: float = 10**9,
+    minimum: float = 0,
+    why: str = "",
 ) -> float:
     """A positive, finite number up to `maximum`: larger ones overflow date arithmetic."""
     raw = environ.get(variable)
     if raw is None or raw.strip() == "":
         return default
     kind = "whole number" if whole else "number of seconds"
-    try:
-        value = int(raw.strip()) if whole else float(raw.strip())
-    except ValueError:
-        value = 0
+    text = raw.strip()
+    # ASCII digits only: int() and float() also take other scripts' digits, '1_000', 'inf'.
+    pattern = _WHOLE if whole else _DECIMAL
+    value = (int(text) if whole else float(text)) if pattern.fullmatch(text) else 0
     if not value > 0:
-        raise ConfigError(f"{variable}={raw!r} is not a positive {kind}; e.g. {default:g}")
-    if not value <= maximum:  # also refuses inf and nan
-        raise ConfigError(f"{variable}={raw!r} is too large; use a {kind} up to {maximum:g}")
+        raise ConfigError(
+            f"{variable}={shown(raw)} is not a positive {kind} in ASCII digits; e.g. {default:g}"
+        )
+    if not value <= maximum:
+        raise ConfigError(f"{variable}={shown(raw)} is too large; use a {kind} up to {maximum:g}")
+    if value < minimum:
+        raise ConfigError(
+            f"{variable}={shown(raw)} is too small; use at least {minimum:g}"
+            + (f" ({why})" if why else "")
+        )
     return value
 
 
@@ -130,9 +145,10 @@ def _zone(environ: Mapping[str, str]) -> ZoneInfo:
     raw = environ.get("CRON_TZ", "").strip() or "UTC"
     try:
         return ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the zone database ('Europe'), or a name too long for a file.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(
-            f"CRON_TZ={raw!r} is not a known time zone; "
+            f"CRON_TZ={shown(raw)} is not a known time zone; "
             "use an IANA name such as UTC or Europe/Paris"
         ) from None
 
@@ -142,7 +158,8 @@ def _log_level(env: Mapping[str, str]) -> str:
     level = raw_level.strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(
-            f"LOG_LEVEL={raw_level!r} is not a level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            f"LOG_LEVEL={shown(raw_level)} is not a level; "
+            "use DEBUG, INFO, WARNING, ERROR or CRITICAL"
         )
     return level
 
@@ -150,9 +167,20 @@ def _log_level(env: Mapping[str, str]) -> str:
 def _lease_timing(env: Mapping[str, str]) -> tuple[float, float]:
     """STALE_JOB_THRESHOLD_SECONDS and HEARTBEAT_INTERVAL_SECONDS, checked together."""
     stale = _positive(
-        env, "STALE_JOB_THRESHOLD_SECONDS", DEFAULT_STALE_THRESHOLD_S, maximum=MAX_STALE_S
+        env,
+        "STALE_JOB_THRESHOLD_SECONDS",
+        DEFAULT_STALE_THRESHOLD_S,
+        maximum=MAX_STALE_S,
+        minimum=MIN_STALE_S,
+        why="a run must outlive a slow commit",
     )
-    heartbeat = _positive(env, "HEARTBEAT_INTERVAL_SECONDS", DEFAULT_HEARTBEAT_INTERVAL_S)
+    heartbeat = _positive(
+        env,
+        "HEARTBEAT_INTERVAL_SECONDS",
+        DEFAULT_HEARTBEAT_INTERVAL_S,
+        minimum=MIN_HEARTBEAT_S,
+        why="each renewal is a commit",
+    )
     if heartbeat > stale / 3:
         # A run fences itself one interval before it may go stale, and each renewal
         # then needs an interval to land: three must fit in the threshold.
@@ -168,7 +196,7 @@ def _webhook_url(env: Mapping[str, str]) -> str | None:
     webhook = env.get("ALERT_WEBHOOK_URL", "").strip() or None
     if webhook and not _http_url(webhook):
         raise ConfigError(
-            f"ALERT_WEBHOOK_URL={webhook!r} is not an http(s) URL with a host; "
+            f"ALERT_WEBHOOK_URL={shown(webhook)} is not an http(s) URL with a host; "
             "e.g. https://hooks.example.com/cronlock"
         )
     return webhook
@@ -207,11 +235,13 @@ class Settings:
         stale, heartbeat = _lease_timing(env)
         log_format = env.get("LOG_FORMAT", "").strip().lower() or None
         if log_format not in (None, "json", "text"):
-            raise ConfigError(f"LOG_FORMAT={log_format!r} is not a format; use json or text")
+            raise ConfigError(f"LOG_FORMAT={shown(log_format)} is not a format; use json or text")
         database_url = normalize_database_url(raw_url) if raw_url else None
         raw_port = env.get("METRICS_PORT", "").strip()
-        if raw_port and not (raw_port.isdigit() and 1 <= int(raw_port) <= 65535):
-            raise ConfigError(f"METRICS_PORT={raw_port!r} is not a port; use 1-65535, e.g. 9464")
+        if raw_port and not (_PORT.fullmatch(raw_port) and 1 <= int(raw_port) <= 65535):
+            raise ConfigError(
+                f"METRICS_PORT={shown(raw_port)} is not a port; use 1-65535, e.g. 9464"
+            )
         raw_watchdog = env.get("WATCHDOG_USEC", "").strip()
         webhook = _webhook_url(env)
         return cls(
@@ -220,7 +250,8 @@ class Settings:
             metrics_port=int(raw_port) if raw_port else None,
             metrics_host=env.get("METRICS_HOST", "").strip() or "0.0.0.0",  # noqa: S104
             notify_socket=env.get("NOTIFY_SOCKET", "").strip() or None,
-            watchdog_usec=int(raw_watchdog) if raw_watchdog.isdigit() else None,
+            # Set by systemd, never by hand: one that is not a number is ignored.
+            watchdog_usec=int(raw_watchdog) if _WHOLE.fullmatch(raw_watchdog) else None,
             database_url=database_url,
             log_format=log_format,
             secrets=tuple(secrets_in(env, database_url)),

@@ -9,7 +9,9 @@
     └── DatabaseError          anything the database layer could not do
         ├── DatabaseUnavailable   cannot connect, or the connection was lost
         ├── ValueRefused          the server refused a value it cannot store (SQLSTATE 22)
-        └── SchemaNotAtHead       the schema needs `cronlock migrate`
+        ├── SchemaNotAtHead       the schema needs `cronlock migrate`
+        ├── SchemaAhead           a newer cronlock migrated the schema: upgrade this one
+        └── SchemaMissing         cronlock's tables are gone from under a running worker
 
 Losing a lock race is not an error: a claim returns ``None`` instead. Every
 message says what was wrong, where, and how to fix it, because the CLI prints it
@@ -65,3 +67,17 @@ class ValueRefused(DatabaseError):  # noqa: N818
 
 class SchemaNotAtHead(DatabaseError):  # noqa: N818
     """The database schema is not at the latest revision; run `cronlock migrate`."""
+
+
+class SchemaAhead(DatabaseError):  # noqa: N818
+    """A newer cronlock migrated this database; upgrade cronlock, never migrate back."""
+
+
+class SchemaMissing(DatabaseError):  # noqa: N818
+    """cronlock's tables are gone; restore them (`cronlock migrate`) and restart the worker."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """`value` as an error message shows it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

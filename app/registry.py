@@ -19,7 +19,7 @@ from app.config import Settings, env_prefix
 from app.core.job import ConfiguredJob, Job
 from app.core.schedule import parse_schedule
 from app.core.stops import describe
-from app.errors import InvalidJob, JobsModuleError, UnknownJob
+from app.errors import InvalidJob, JobsModuleError, UnknownJob, shown
 
 
 class JobRegistry:
@@ -70,17 +70,17 @@ def unknown_job_message(name: str, known: Sequence[str]) -> str:
     """Say that `name` is not a job, suggesting the closest known names."""
     close = difflib.get_close_matches(name, known, n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "run `cronlock jobs` to list them"
-    return f"no job named {name!r} is registered; {hint}"
+    return f"no job named {shown(name)} is registered; {hint}"
 
 
 def _import(reference: str) -> ModuleType:
     if reference.endswith(".py") or "/" in reference:
         path = Path(reference)
         if not path.is_file():
-            raise JobsModuleError(f"JOBS_MODULE={reference!r}: no such file")
+            raise JobsModuleError(f"JOBS_MODULE={shown(reference)}: no such file")
         spec = importlib.util.spec_from_file_location(f"cronlock_jobs_{path.stem}", path)
         if spec is None or spec.loader is None:
-            raise JobsModuleError(f"JOBS_MODULE={reference!r} cannot be imported as Python")
+            raise JobsModuleError(f"JOBS_MODULE={shown(reference)} cannot be imported as Python")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
@@ -100,29 +100,29 @@ def load_registry(reference: str) -> JobRegistry:
     except JobsModuleError:
         raise
     except InvalidJob as exc:
-        raise InvalidJob(f"JOBS_MODULE={reference!r}: {exc.message}") from exc
+        raise InvalidJob(f"JOBS_MODULE={shown(reference)}: {exc.message}") from exc
     except ModuleNotFoundError as exc:
         if exc.name is not None and not _names_the_reference(exc.name, reference):
             # The jobs module was found; something it imports was not.
             raise JobsModuleError(
-                f"JOBS_MODULE={reference!r} imports {exc.name!r}, which is not installed "
+                f"JOBS_MODULE={shown(reference)} imports {exc.name!r}, which is not installed "
                 "in this environment; install it, or fix the import"
             ) from exc
         raise JobsModuleError(
-            f"JOBS_MODULE={reference!r} cannot be imported ({exc}); "
+            f"JOBS_MODULE={shown(reference)} cannot be imported ({exc}); "
             "give a module on the Python path or a path to a .py file"
         ) from exc
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
         raise JobsModuleError(
-            f"JOBS_MODULE={reference!r} raised {_ended_by(exc)} while importing; "
+            f"JOBS_MODULE={shown(reference)} raised {_ended_by(exc)} while importing; "
             "a jobs module defines jobs and exits nothing"
         ) from exc
     jobs = getattr(module, "JOBS", None)
     if not isinstance(jobs, list | tuple):
         raise JobsModuleError(
-            f"JOBS_MODULE={reference!r} has no JOBS list; define JOBS = [job_a, job_b, ...]"
+            f"JOBS_MODULE={shown(reference)} has no JOBS list; define JOBS = [job_a, job_b, ...]"
         )
     return JobRegistry(jobs)
 
@@ -132,18 +132,18 @@ def configure(registry: JobRegistry, settings: Settings) -> list[ConfiguredJob]:
     parse_schedule(
         settings.default_schedule,
         zone=settings.cron_tz,
-        source=f"CRON_SCHEDULE={settings.default_schedule!r}",
+        source=f"CRON_SCHEDULE={shown(settings.default_schedule)}",
     )
     configured = []
     for job in registry:
         override = settings.job_schedule_override(job.name)
         if override is not None:
             source, expression = override
-            source = f"{source}={expression!r}"
+            source = f"{source}={shown(expression)}"
         elif job.schedule is not None:
             source, expression = f"job {job.name!r}", job.schedule
         else:
-            source = f"CRON_SCHEDULE={settings.default_schedule!r} (default for {job.name!r})"
+            source = f"CRON_SCHEDULE={shown(settings.default_schedule)} (default for {job.name!r})"
             expression = settings.default_schedule
         schedule = parse_schedule(expression, zone=settings.cron_tz, source=source)
         configured.append(ConfiguredJob(job, schedule, settings.job_enabled(job.name)))

@@ -28,7 +28,9 @@ from app.cli.schema import cmd_check, cmd_migrate
 from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
 from app.cli.views import cmd_history, cmd_jobs, cmd_next
 from app.cli.worker import cmd_worker
+from app.core.display import printable
 from app.core.outcomes import RunStatus
+from app.core.redaction import scrub, secrets_in
 from app.core.stops import StopNow
 from app.errors import ConfigError, CronlockError
 from app.ops import alerts
@@ -150,16 +152,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace, Deployment], int] = args.handler
     env_file = Path.cwd() / ".env"
-    from_file = _load_env_file(env_file)
+    try:
+        from_file = _load_env_file(env_file)
+    except UnicodeDecodeError as exc:
+        print(
+            f"cronlock {args.command}: error: {env_file} is not UTF-8 text "
+            f"(byte {exc.start}); save it as UTF-8",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         return handler(args, load_deployment())
     except CronlockError as exc:
         if args.verbose:
             traceback.print_exc()
-        message = exc.message
+        message = scrub(exc.message, secrets_in(os.environ, os.environ.get("DATABASE_URL")))
         if isinstance(exc, ConfigError):
             message += _set_in_file(message, from_file, env_file)
-        print(f"cronlock {args.command}: error: {message}", file=sys.stderr)
+        print(f"cronlock {args.command}: error: {printable(message)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         print(f"cronlock {args.command}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.config import Settings
+from app.core.display import printable
 from app.core.job import ConfiguredJob
 from app.errors import UnknownJob
 from app.ops.logs import configure_logging
@@ -94,8 +95,9 @@ def fmt_time(moment: datetime | None, settings: Settings) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-    lines = [headers, *rows]
+    """Aligned columns; every cell printable (a reason cannot move the cursor)."""
+    lines = [[printable(str(cell)) for cell in line] for line in (headers, *rows)]
+    widths = [max(len(c) for c in col) for col in zip(*lines, strict=False)]
     return "\n".join(
         "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=False)).rstrip()
         for line in lines

@@ -10,7 +10,14 @@ from app.cli.common import (
     Deployment,
     open_database,
 )
-from app.store.migrations import current_revision, ensure_at_head, head_revision, upgrade_to_head
+from app.errors import DatabaseError
+from app.store.migrations import (
+    current_revision,
+    ensure_at_head,
+    head_revision,
+    missing_privileges,
+    upgrade_to_head,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +44,7 @@ def cmd_check(_args: argparse.Namespace, deployment: Deployment) -> int:
     if settings.database_url is None:
         # A probe writes nothing: starting the embedded server would create it.
         print(
-            f"ok    database: DATABASE_URL is unset, so the embedded PostgreSQL in "
+            f"skip  database: DATABASE_URL is unset, so the embedded PostgreSQL in "
             f"{settings.data_dir} is created and migrated by the first command that needs it"
         )
         return EXIT_OK
@@ -47,6 +54,14 @@ def cmd_check(_args: argparse.Namespace, deployment: Deployment) -> int:
     if current != head:
         ensure_at_head(database)
     print(f"ok    schema at head ({head})")
+    missing = missing_privileges(database)
+    if missing:
+        raise DatabaseError(
+            f"the role connecting to {database.display_url} can read but not write cronlock's "
+            f"tables (missing {', '.join(missing)}); grant them, e.g. "
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON job, job_execution, global_pause TO <role>"
+        )
+    print("ok    the role may read and write cronlock's tables")
     return EXIT_OK
 
 

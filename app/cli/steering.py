@@ -19,8 +19,10 @@ from app.cli.common import (
 )
 from app.config import env_prefix
 from app.core.claims import ClaimRequest, Skip, Wait
+from app.core.display import printable
 from app.core.job import Job
 from app.core.outcomes import RunOutcome, RunStatus, Trigger
+from app.core.redaction import scrub
 from app.core.stops import StopNow
 from app.errors import ConfigError, UnknownJob
 from app.registry import (
@@ -95,14 +97,14 @@ def stop_signals_interrupt(alarm: Alarm) -> Iterator[list[int]]:
 
 def _print_result(job_name: str, result: InstantResult) -> int:
     if isinstance(result, RunOutcome):
-        detail = f": {result.error}" if result.error else ""
+        detail = f": {printable(result.error)}" if result.error else ""
         print(
             f"run {result.run_id} of {job_name}: {result.status} "
             f"in {result.duration_ms:.0f} ms{detail}"
         )
         return EXIT_JOB_FAILED if result.status == RunStatus.FAILURE else EXIT_OK
     reason = result.reason if isinstance(result, Skip | Wait) else "another worker holds its lock"
-    print(f"{job_name} skipped: {reason}")
+    print(f"{job_name} skipped: {printable(reason)}")
     return EXIT_OK
 
 
@@ -146,13 +148,15 @@ def cmd_pause(args: argparse.Namespace, deployment: Deployment) -> int:
     if bool(args.job) == bool(args.all):
         raise ConfigError("name one JOB to pause, or pass --all")
     store = ready_store(deployment.settings)
+    # Stored, and shown by `jobs` and in every SKIPPED run: no secret goes with it.
+    reason = scrub(args.reason, deployment.settings.secrets)
     if args.all:
-        store.pause_all(reason=args.reason, paused_by=operator())
-        print(f"all jobs paused: {args.reason}")
+        store.pause_all(reason=reason, paused_by=operator())
+        print(f"all jobs paused: {printable(reason)}")
     else:
         name = known_job(store, deployment, args.job)
-        store.pause_job(name, reason=args.reason, paused_by=operator())
-        print(f"{name} paused: {args.reason}")
+        store.pause_job(name, reason=reason, paused_by=operator())
+        print(f"{name} paused: {printable(reason)}")
     return EXIT_OK
 
 

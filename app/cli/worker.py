@@ -12,6 +12,7 @@ from app.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_JOB_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
     Deployment,
     ready_store,
 )
@@ -55,6 +56,8 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
             server.stop()
     if worker.forced_stop:
         return EXIT_INTERRUPTED
+    if worker.schema_missing:
+        return EXIT_USAGE
     return EXIT_JOB_FAILED if report.failed and args.once else EXIT_OK
 
 

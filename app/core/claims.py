@@ -111,13 +111,15 @@ class NextClaim:
     `settled`: instants that need nothing from this worker (an outcome, or a live
     run). `held`: those stepped over because another worker holds their job's row.
     `position`: the request whose job this worker locked, and `result` its claim;
-    None when another worker held every job left to claim.
+    None when another worker held every job left to claim. `running_elsewhere`:
+    one of the settled instants has a live run (worth watching for staleness).
     """
 
     settled: Mapping[int, Skip]
     held: Sequence[int] = ()
     position: int | None = None
     result: ClaimResult = None
+    running_elsewhere: bool = False
 
 
 def pause_reason(job_paused: str | None, all_paused: str | None) -> str | None:

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.core.schedule import Schedule
-from app.errors import InvalidJob
+from app.errors import InvalidJob, shown
 
 if TYPE_CHECKING:  # what a body and a pre-check are handed, made by the runtime
     from app.runtime.context import PreCheckContext, RunContext
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 MAX_NAME_LENGTH = 63
+MAX_TIMEOUT_S = 30 * 86_400  # a month: longer is a typo, and past what the alarm can hold
+MAX_RETRY_BACKOFF_S = 366 * 86_400  # a yearly job may wait weeks; never past its next instant
+MAX_MISFIRE_GRACE_S = 366 * 86_400  # the longest period a schedule may have
+MAX_RETRIES = 100
 
 
 JobResult = Mapping[str, Any] | None
@@ -49,25 +53,66 @@ class Job:
     misfire_grace_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name) or len(self.name) > MAX_NAME_LENGTH:
-            raise InvalidJob(
-                f"job name {self.name!r} is not kebab-case; use lower-case words joined by "
-                f"dashes, at most {MAX_NAME_LENGTH} characters (e.g. 'sync-invoices')"
-            )
+        _check_name(self.name)
+        _check_types(self)
         if self.name in self.run_after:
             raise InvalidJob(f"job {self.name!r} lists itself in run_after; remove it")
-        for option, value in (
-            ("timeout_s", self.timeout_s),
-            ("retry_backoff_s", self.retry_backoff_s),
+        for option, value, maximum in (
+            ("timeout_s", self.timeout_s, MAX_TIMEOUT_S),
+            ("retry_backoff_s", self.retry_backoff_s, MAX_RETRY_BACKOFF_S),
+            ("misfire_grace_s", self.misfire_grace_s, MAX_MISFIRE_GRACE_S),
         ):
-            if value is not None and not value > 0:
-                raise InvalidJob(f"job {self.name!r}: {option}={value!r} must be positive")
-        if self.retries < 0:
-            raise InvalidJob(f"job {self.name!r}: retries={self.retries!r} cannot be negative")
-        if self.misfire_grace_s is not None and self.misfire_grace_s < 0:
+            lowest = 0 if option == "misfire_grace_s" else None
+            _check_seconds(self.name, option, value, maximum, lowest=lowest)
+        if not 0 <= self.retries <= MAX_RETRIES:
             raise InvalidJob(
-                f"job {self.name!r}: misfire_grace_s={self.misfire_grace_s!r} cannot be negative"
+                f"job {self.name!r}: retries={self.retries!r} must be between 0 and {MAX_RETRIES}"
             )
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        raise InvalidJob(
+            f"job name {shown(name)} is not kebab-case; use lower-case words joined by "
+            f"dashes, at most {MAX_NAME_LENGTH} characters (e.g. 'sync-invoices')"
+        )
+
+
+def _check_types(job: Job) -> None:
+    """Options of the wrong type, refused where the job is defined rather than when it runs."""
+    problems = []
+    if not callable(job.body):
+        problems.append(f"body={shown(job.body)} is not callable; decorate a function")
+    if job.schedule is not None and not isinstance(job.schedule, str):
+        problems.append(f"schedule={shown(job.schedule)} is not a string (e.g. '0 * * * *')")
+    if job.pre_check is not None and not callable(job.pre_check):
+        problems.append(f"pre_check={shown(job.pre_check)} is not callable; pass a function")
+    if isinstance(job.run_after, str) or not all(isinstance(n, str) for n in job.run_after):
+        problems.append(f"run_after={shown(job.run_after)} must name jobs (strings)")
+    if not isinstance(job.description, str):
+        problems.append(f"description={shown(job.description)} is not a string")
+    if isinstance(job.retries, bool) or not isinstance(job.retries, int):
+        problems.append(f"retries={shown(job.retries)} is not a whole number")
+    if not isinstance(job.transactional, bool):
+        problems.append(f"transactional={shown(job.transactional)} is not True or False")
+    if problems:
+        raise InvalidJob(f"job {job.name!r}: " + "; ".join(problems))
+
+
+def _check_seconds(
+    name: str, option: str, value: object, maximum: float, *, lowest: float | None
+) -> None:
+    """A duration option: a finite number of seconds, positive (or >= `lowest`), capped."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJob(f"job {name!r}: {option}={shown(value)} is not a number of seconds")
+    too_low = value < lowest if lowest is not None else not value > 0
+    if too_low or not value <= maximum:  # NaN fails both
+        bound = "positive" if lowest is None else f"at least {lowest:g}"
+        raise InvalidJob(
+            f"job {name!r}: {option}={value!r} must be {bound} and at most {maximum:.0f} seconds"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,7 +151,7 @@ def job(
             body=body,
             schedule=schedule,
             pre_check=pre_check,
-            run_after=tuple(run_after),
+            run_after=run_after if isinstance(run_after, str) else tuple(run_after),
             description=description if description is not None else (doc[0] if doc else ""),
             timeout_s=timeout_s,
             retries=retries,

@@ -13,6 +13,7 @@ pending until it settles or the job's next instant makes it MISSED.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -190,14 +191,13 @@ def queue_order(item: PendingInstant, order: Mapping[str, int]) -> tuple[datetim
 def wake_at(
     now: datetime,
     *,
-    next_instant_at: datetime | None,
-    next_retry_at: datetime | None,
+    deadlines: Iterable[datetime | None],
     poll_s: float | None,
     liveness_s: float,
 ) -> datetime:
-    """When the loop wakes next: an instant, a retry, a poll of the pending queue, or to
-    show it is alive, whichever comes first."""
-    candidates = [t for t in (next_instant_at, next_retry_at) if t is not None]
+    """When the loop wakes next: the earliest deadline (an instant, a retry, a sweep), a
+    poll of the pending queue, or a wake-up to show it is alive."""
+    candidates = [t for t in deadlines if t is not None]
     candidates.append(now + timedelta(seconds=liveness_s))
     if poll_s is not None:
         candidates.append(now + timedelta(seconds=poll_s))
@@ -211,3 +211,16 @@ def without(
     if not removed:
         return list(items)
     return [item for item in items if not any(item is gone for gone in removed)]
+
+
+def take_window(
+    queue: deque[PendingInstant], now: datetime, *, size: int
+) -> tuple[list[PendingInstant], list[PendingInstant]]:
+    """Take up to `size` instants still worth running off the front of `queue`, and the
+    expired ones met on the way: (window, expired)."""
+    window: list[PendingInstant] = []
+    expired: list[PendingInstant] = []
+    while queue and len(window) < size:
+        item = queue.popleft()
+        (expired if item.expired(now) else window).append(item)
+    return window, expired

@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
-from app.errors import InvalidSchedule
+from app.errors import InvalidSchedule, shown
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PROBE = datetime(2000, 1, 1, tzinfo=UTC)  # any fixed date: cron repeats within 400 years
 MAX_INTERVAL_S = 366 * 86400
-_INTERVAL = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$", re.IGNORECASE)
+_INTERVAL = re.compile(r"^every\s+([0-9]+)\s*(s|m|h|d)$", re.IGNORECASE | re.ASCII)
+_DIGITS = re.compile(r"[0-9]{1,6}", re.ASCII)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MACROS = {
     "@yearly": "0 0 1 1 *",
@@ -150,12 +151,15 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
     text = " ".join(expression.split())
     interval = _INTERVAL.match(text)
     if interval:
-        count, unit = int(interval.group(1)), interval.group(2).lower()
+        digits, unit = interval.group(1), interval.group(2).lower()
+        # A count with more digits than a year has seconds is too long whatever it is.
+        count = int(digits) if len(digits) <= 9 else MAX_INTERVAL_S + 1
         if count <= 0:
-            raise InvalidSchedule(f"{source}: {expression!r} has a zero interval; {_HELP}")
+            raise InvalidSchedule(f"{source}: {shown(expression)} has a zero interval; {_HELP}")
         if count * _UNIT_S[unit] > MAX_INTERVAL_S:
             raise InvalidSchedule(
-                f"{source}: {expression!r} is longer than a year; use cron ('0 0 1 1 *') instead"
+                f"{source}: {shown(expression)} is longer than a year; "
+                "use cron ('0 0 1 1 *') instead"
             )
         return IntervalSchedule(expression=text, period_s=count * _UNIT_S[unit])
     fields = _MACROS.get(text.lower(), text).split(" ")
@@ -163,7 +167,7 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
     if len(fields) not in (5, 6) or not croniter.is_valid(
         cron_text, second_at_beginning=len(fields) == 6
     ):
-        raise InvalidSchedule(f"{source}: {expression!r} is not a valid schedule; {_HELP}")
+        raise InvalidSchedule(f"{source}: {shown(expression)} is not a valid schedule; {_HELP}")
     _refuse_oversized_steps(fields, expression, source)
     hour_field = fields[2] if len(fields) == 6 else fields[1]
     schedule = CronSchedule(
@@ -176,7 +180,7 @@ def parse_schedule(expression: str, *, zone: ZoneInfo, source: str) -> Schedule:
         schedule.next_after(_PROBE)
     except CroniterBadDateError:
         raise InvalidSchedule(
-            f"{source}: {expression!r} never fires (no calendar date matches it); {_HELP}"
+            f"{source}: {shown(expression)} never fires (no calendar date matches it); {_HELP}"
         ) from None
     return schedule
 
@@ -189,10 +193,10 @@ def _refuse_oversized_steps(fields: list[str], expression: str, source: str) -> 
     ):
         for part in value.split(","):
             _, slash, step = part.partition("/")
-            if not slash or not step.isdigit() or int(step) <= size:
+            if not slash or not _DIGITS.fullmatch(step) or int(step) <= size:
                 continue
             raise InvalidSchedule(
-                f"{source}: {expression!r} steps by {step} in the {name} field, which has "
+                f"{source}: {shown(expression)} steps by {step} in the {name} field, which has "
                 f"{size} values: cron fires it once {cycle}, not every {step}; "
                 + _interval_instead(fields, position, int(step), unit)
             )

@@ -22,10 +22,13 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from app.core.display import cut, printable
 from app.core.redaction import scrub
 
 _current_job: ContextVar[str | None] = ContextVar("cronlock_current_job", default=None)
 
+# Longer messages are cut in the log; the stored error has a cap of its own.
+MAX_MESSAGE_CHARS = 8000
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(job_prefix)s%(message)s"
 # Attributes every LogRecord has; anything else came in through `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -60,20 +63,32 @@ class Redactor(logging.Filter):
         record.job_prefix = f"[{name}] " if name else ""
         if name:
             record.job = name
-        if self.secrets:
-            record.msg = self.scrub(record.getMessage())
-            record.args = None
-            for key, value in list(vars(record).items()):
-                if key not in _STANDARD and isinstance(value, str):
-                    setattr(record, key, self.scrub(value))
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
-                record.exc_info = None
+        # One message, whole: secrets replaced, and cut when huge (a 1 MB error would
+        # otherwise be written in full at every instant).
+        message = record.getMessage()
+        if self.secrets or len(message) > MAX_MESSAGE_CHARS:
+            record.msg, record.args = cut(self.scrub(message), MAX_MESSAGE_CHARS), None
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, cut(self.scrub(value), MAX_MESSAGE_CHARS))
+        if self.secrets and record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         return True
 
     def scrub(self, text: str) -> str:
         """Replace every secret value in `text`."""
         return scrub(text, self.secrets)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with control characters in the message escaped: a job's error
+    cannot clear the terminal or forge a log line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """Format the record's message, escaped."""
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -104,7 +119,7 @@ def configure_logging(
     fmt = log_format or ("text" if sys.stderr.isatty() else "json")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(Redactor(secrets))
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

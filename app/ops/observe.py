@@ -28,6 +28,25 @@ logger = logging.getLogger(__name__)
 SKEW_CHECK_EVERY = timedelta(hours=1)
 
 
+def observe_schedules(jobs: Sequence[ConfiguredJob], now: datetime) -> None:
+    """At start-up, one line per job: disabled, or its schedule and next instant."""
+    for configured in jobs:
+        if not configured.enabled:
+            logger.info(
+                "job %s is disabled by its _ENABLED flag",
+                configured.name,
+                extra={"event": "job_disabled", "job": configured.name},
+            )
+            continue
+        logger.info(
+            "job %s: schedule %r, next at %s",
+            configured.name,
+            configured.schedule.expression,
+            configured.schedule.next_after(now).isoformat(),
+            extra={"event": "job_scheduled", "job": configured.name},
+        )
+
+
 def publish_job_metrics(
     store: Store, worker_id: str, jobs: Sequence[ConfiguredJob], now: datetime
 ) -> None:

@@ -22,7 +22,7 @@ from app.config import Settings
 from app.core.claims import Claim
 from app.core.job import Job
 from app.core.outcomes import Outcome, RunOutcome, RunStatus, checked_result, retry_delay_s
-from app.core.redaction import scrub
+from app.core.redaction import scrub, scrub_json
 from app.core.stops import RunInterrupted, StopNow, describe
 from app.errors import DatabaseError
 from app.ops import metrics
@@ -224,9 +224,11 @@ def conclude(
     run: Execution, ending: Outcome, duration_ms: float, *, expires_at: datetime | None
 ) -> RunOutcome:
     """Turn how the body ended into the outcome to store; finish the run and observe it."""
-    if ending.error is not None:
-        # Errors are stored and shown by `cronlock history`: no secret goes with them.
-        ending = Outcome(ending.status, ending.result, scrub(ending.error, run.settings.secrets))
+    # Errors and results are stored and shown by `cronlock history`: no secret goes with them.
+    secrets = run.settings.secrets
+    if ending.error is not None or ending.result is not None:
+        error = None if ending.error is None else scrub(ending.error, secrets)
+        ending = Outcome(ending.status, scrub_json(ending.result, secrets), error)
     lost = run.lease.lost
     if lost and ending.status == RunStatus.SUCCESS:
         ending = Outcome(RunStatus.FAILURE, error=f"lease lost: {run.lease.lost_reason}")

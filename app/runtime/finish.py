@@ -19,7 +19,7 @@ from app.config import Settings
 from app.core.backoff import Backoff
 from app.core.claims import Claim
 from app.core.outcomes import Outcome, RunStatus
-from app.errors import DatabaseError, ValueRefused
+from app.errors import DatabaseError, SchemaMissing, ValueRefused
 from app.store.facade import Store
 from app.store.runs import Finished, duplicate_success
 
@@ -119,6 +119,8 @@ def _record(
                 return ending, finished
             # No longer RUNNING: an earlier write landed, or another worker took over.
             return store.finish_held(claim.run_id, unanswered) or (ending, finished)
+        except SchemaMissing:
+            raise  # no retry brings the tables back: the worker stops and says why
         except DatabaseError as exc:
             if isinstance(exc, ValueRefused) and ending != UNSTORABLE:
                 # Writing the same values again would fail again: record why, as FAILURE;

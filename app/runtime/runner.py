@@ -72,7 +72,16 @@ def claim_request(
             settings=settings,
         )
         with job_scope(job.name):
-            return pre_check(context)
+            reason = pre_check(context)
+        if reason is None:
+            return None
+        if not isinstance(reason, str):
+            raise TypeError(
+                f"a pre-check returns a reason to skip (str) or None to run, "
+                f"not {type(reason).__name__}"
+            )
+        # Stored on the SKIPPED run and shown by `history`: no secret goes with it.
+        return scrub(reason, settings.secrets)
 
     return ClaimRequest(
         job_name=job.name,

@@ -17,33 +17,29 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from app.config import Settings
+from app.core import planning
 from app.core.backoff import Backoff
 from app.core.claims import ClaimRequest, ClaimUnacknowledged, Skip
 from app.core.job import ConfiguredJob
 from app.core.outcomes import RunOutcome, RunStatus, TickReport, Trigger
-from app.core.planning import (
-    MAX_MISSED_SCAN,
-    Missed,
-    PendingInstant,
-    latest_instants,
-    missed_for,
-    next_instant,
-    plan_tick,
-    queue_order,
-    upstreams_at,
-    wake_at,
-    without,
-)
+from app.core.planning import Missed, PendingInstant
 from app.core.stops import StopNow
-from app.errors import DatabaseError
+from app.errors import DatabaseError, SchemaMissing
 from app.ops import metrics
 from app.ops.health import Liveness
-from app.ops.observe import ClockSkewCheck, observe_gaps, observe_missed, publish_job_metrics
+from app.ops.observe import (
+    ClockSkewCheck,
+    observe_gaps,
+    observe_missed,
+    observe_schedules,
+    publish_job_metrics,
+)
 from app.ops.systemd import Notifier
 from app.runtime.interrupts import Alarm
 from app.runtime.lease import Heartbeat
 from app.runtime.retries import RetryQueue
 from app.runtime.runner import InstantResult, claim_next_and_run, claim_request
+from app.runtime.sweep import StaleRunSweep
 from app.runtime.unanswered import NEXT_INSTANT_CAME, UnansweredClaims
 from app.store.facade import Store
 
@@ -52,10 +48,10 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 # Polling the instants another replica holds: 50 ms, doubling, at most 1 s apart.
 POLL_BACKOFF = Backoff(0.05, cap_s=1.0)
-POLL_STEPS = 6  # 0.05 .. 1.0 s: the poll delay after this many passes without progress
+POLL_STEPS = 6  # 0.05 .. 1.0 s: the poll delay after this many passes planning.without progress
 # Retrying the tick through a database outage: 0.5 s, doubling, at most 30 s apart.
 OUTAGE_BACKOFF = Backoff(0.5, cap_s=30.0)
-# The loop wakes at least this often, without touching the database, to show it
+# The loop wakes at least this often, planning.without touching the database, to show it
 # is alive (/healthz, the systemd watchdog).
 LIVENESS_INTERVAL_S = 5.0
 # How many pending instants one claim looks through: more than the replicas that
@@ -106,11 +102,19 @@ class Worker:
             alive_every_s=LIVENESS_INTERVAL_S,
         )
         self.forced_stop = False
+        self.schema_missing = False
         self.pending: list[PendingInstant] = []
         self.cursors: dict[str, datetime] = {}
         self._by_name = {j.name: j for j in self.jobs}
         self._order = {j.name: i for i, j in enumerate(self.jobs)}
         self.retries = RetryQueue(store, self.jobs, stale_after_s=settings.stale_threshold_s)
+        self.sweep = StaleRunSweep(
+            store,
+            self.jobs,
+            stale_after_s=settings.stale_threshold_s,
+            interval_s=settings.heartbeat_interval_s,
+            worker_id=self.worker_id,
+        )
         self._polls_without_progress = 0
         self._outages = 0
         self.skew = ClockSkewCheck(store, clock, max_skew_s=settings.max_clock_skew_s)
@@ -153,24 +157,11 @@ class Worker:
         self.store.ensure_jobs([j.name for j in self.jobs])
         now = now or self.clock()
         history = self.store.last_scheduled_instants([j.name for j in self.enabled])
-        for configured in self.jobs:
-            if not configured.enabled:
-                logger.info(
-                    "job %s is disabled by its _ENABLED flag",
-                    configured.name,
-                    extra={"event": "job_disabled", "job": configured.name},
-                )
-                continue
-            if configured.name not in history:
-                self._without_history.add(configured.name)
+        observe_schedules(self.jobs, now)
+        for configured in self.enabled:
             self.cursors[configured.name] = history.get(configured.name, now)
-            logger.info(
-                "job %s: schedule %r, next at %s",
-                configured.name,
-                configured.schedule.expression,
-                configured.schedule.next_after(now).isoformat(),
-                extra={"event": "job_scheduled", "job": configured.name},
-            )
+        self._without_history = {j.name for j in self.enabled} - set(history)
+        self.sweep.expect(now)  # a run left RUNNING by a worker that died before this start
         self.skew.check(now)
         publish_job_metrics(self.store, self.worker_id, self.enabled, now)
 
@@ -179,20 +170,22 @@ class Worker:
     def tick(self, now: datetime) -> TickReport:
         """Queue what is due up to `now` (recording what was missed) and claim it."""
         report = TickReport()
-        plan = plan_tick(self.enabled, self.cursors, self.pending, now)
-        observe_gaps(plan.gaps, max_scanned=MAX_MISSED_SCAN)
+        if self.sweep.sweep(now):
+            self.retries.note(now)  # a closed run whose job has retries left is due again
+        plan = planning.plan_tick(self.enabled, self.cursors, self.pending, now)
+        observe_gaps(plan.gaps, max_scanned=planning.MAX_MISSED_SCAN)
         self.pending += plan.queue
         # One statement for every job's missed instants (a worker that fell behind has
         # one per job). The cursors move once they are recorded: if the write fails,
         # the next tick sees them again.
-        report.missed += self._record_missed(plan.missed + missed_for(plan.expired))
+        report.missed += self._record_missed(plan.missed + planning.missed_for(plan.expired))
         self.retries.drop(plan.expired)
         report.expired += len(plan.expired)
-        self.pending = without(self.pending, plan.expired)
+        self.pending = planning.without(self.pending, plan.expired)
         self.cursors.update(plan.cursors)
         queued = {item.key for item in self.pending}
         self.pending += self.retries.scan(now, something_due=plan.something_due, queued=queued)
-        self.pending.sort(key=lambda item: queue_order(item, self._order))
+        self.pending.sort(key=lambda item: planning.queue_order(item, self._order))
         report.add(self.claim_pending())
         return report
 
@@ -213,7 +206,7 @@ class Worker:
         report = TickReport()
         resumed = self._resume_unanswered(report)
         still_pending: list[PendingInstant] = []
-        queue = deque(without(self.pending, resumed))
+        queue = deque(planning.without(self.pending, resumed))
         requests: dict[tuple[str, datetime], ClaimRequest] = {}
         unanswered_before = backing_off = False
         while queue:
@@ -245,9 +238,11 @@ class Worker:
                 unanswered_before = True
                 # At once: `worker --once` has no later pass. Raises while unreachable.
                 resumed = self._resume_unanswered(report)
-                queue.extendleft(reversed(without(window, resumed)))
+                queue.extendleft(reversed(planning.without(window, resumed)))
                 continue
             claim = found.claim
+            if claim.running_elsewhere:
+                self.sweep.saw_running(now)
             report.skipped += len(claim.settled)
             still_pending += [window[i] for i in claim.held]
             if claim.position is None:
@@ -286,15 +281,11 @@ class Worker:
         self, queue: deque[PendingInstant], report: TickReport, now: datetime
     ) -> list[PendingInstant]:
         """Take up to CLAIM_WINDOW instants off the queue, recording the expired ones MISSED."""
-        window: list[PendingInstant] = []
-        expired: list[PendingInstant] = []
-        while queue and len(window) < CLAIM_WINDOW:
-            item = queue.popleft()
-            (expired if item.expired(now) else window).append(item)
+        window, expired = planning.take_window(queue, now, size=CLAIM_WINDOW)
         report.expired += len(expired)
         # One statement for all of them: a worker that fell behind catches up instead
         # of spending a transaction on each instant it lost.
-        report.missed += self._record_missed(missed_for(expired))
+        report.missed += self._record_missed(planning.missed_for(expired))
         self.retries.drop(expired)
         return window
 
@@ -310,7 +301,7 @@ class Worker:
                 settings=self.settings,
                 worker_id=self.worker_id,
                 expires_at=item.expires_at,
-                run_after=upstreams_at(item, self._by_name),
+                run_after=planning.upstreams_at(item, self._by_name),
             )
         return made[item.key]
 
@@ -327,6 +318,8 @@ class Worker:
                 self.retries.note(self.clock() + timedelta(seconds=result.retry_in_s))
         elif isinstance(result, Skip):
             report.skipped += 1
+            if result.kind == "running":
+                self.sweep.saw_running(self.clock())
         else:
             still_pending.append(item)
 
@@ -334,10 +327,13 @@ class Worker:
 
     def _wake_at(self, now: datetime) -> datetime:
         polls = self._polls_without_progress
-        return wake_at(
+        return planning.wake_at(
             now,
-            next_instant_at=next_instant(self.enabled, now),
-            next_retry_at=self.retries.next_retry_at,
+            deadlines=(
+                planning.next_instant(self.enabled, now),
+                self.retries.next_retry_at,
+                self.sweep.next_at,
+            ),
             poll_s=POLL_BACKOFF.delay_s(polls + 1) if self.pending else None,
             liveness_s=LIVENESS_INTERVAL_S,
         )
@@ -384,6 +380,12 @@ class Worker:
         try:
             total.add(self.tick(now))
             self.skew.check(now)
+        except SchemaMissing as exc:
+            # Retrying would only repeat the error: stop, and say so once.
+            logger.critical("%s; this worker stops", exc.message, extra={"event": "schema_missing"})
+            self.schema_missing = True
+            self.stop_event.set()
+            return False
         except DatabaseError as exc:
             if self._outages == 0:
                 logger.error(
@@ -407,7 +409,7 @@ class Worker:
         """
         now = self.clock()
         self.start(now=now)
-        for item in latest_instants(self.enabled, now):
+        for item in planning.latest_instants(self.enabled, now):
             if item.job.name in self._without_history:
                 self.cursors[item.job.name] = item.scheduled_for - timedelta(microseconds=1)
         total = TickReport()

@@ -99,6 +99,23 @@ ABANDON = (
     )
 )
 
+# Every RUNNING run (a literal status, so the partial index serves it), whether its
+# heartbeat is stale, and how long until it would be.
+RUNNING_RUNS = compile_statement(
+    select(
+        _run.id,
+        _run.job_name,
+        _run.scheduled_for,
+        _run.attempt,
+        _run.worker_id,
+        _run.heartbeat_at,
+        _stale_heartbeat.label("stale"),
+        func.extract(
+            "epoch", _run.heartbeat_at + bindparam("stale_after", type_=Interval()) - func.now()
+        ).label("stale_in_s"),
+    ).where(_run.status == literal_column("'RUNNING'"))
+)
+
 CONSUME_RETRY = update(_run).where(_run.id == bindparam("run_id")).values(retry_at=None)
 
 # Oldest first, so each upstream's latest attempt is the one kept.

@@ -20,8 +20,8 @@ connection (`app.store.driver`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,7 +118,8 @@ def claim_next(database: Database, requests: Sequence[ClaimRequest]) -> NextClai
             position = None if locked is None else locked.position - 1
             looked_at = len(requests) if position is None else position
             held = [i for i in range(looked_at) if i not in settled]
-            found = NextClaim(settled, held, position)
+            running = any(row.settled_status == RunStatus.RUNNING for row in rows)
+            found = NextClaim(settled, held, position, running_elsewhere=running)
             if locked is None:
                 return found
             request = requests[locked.position - 1]
@@ -224,19 +225,30 @@ def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
 
     The caller reads the state again afterwards, whether or not the run was still stale.
     """
+    retry = row.scheduled_for == request.scheduled_for and row.attempt <= request.retries
+    abandon_on(conn, row, by=request.worker_id, retry=retry, stale_after_s=request.stale_after_s)
+
+
+def abandon_on(
+    conn: DriverConnection, row: Any, *, by: str, retry: bool, stale_after_s: float
+) -> bool:
+    """Mark the stale RUNNING `row` FAILURE (abandoned), due again at once with `retry`.
+
+    False when its worker renewed the lease meanwhile: the row's staleness is judged
+    again when it is written, so a renewal that committed first wins.
+    """
     message = (
         f"abandoned: no heartbeat since {row.heartbeat_at.isoformat()} from worker "
-        f"{row.worker_id}; taken over by {request.worker_id}"
+        f"{row.worker_id}; taken over by {by}"
     )
-    retry = row.scheduled_for == request.scheduled_for and row.attempt <= request.retries
     params = {
         "run_id": row.id,
         "error": message,
         "retry": retry,
-        "stale_after": timedelta(seconds=request.stale_after_s),
+        "stale_after": timedelta(seconds=stale_after_s),
     }
     if conn.sqlalchemy().execute(sql.ABANDON, params).rowcount == 0:
-        return  # its worker renewed the lease meanwhile: the state read next shows it live
+        return False
     logger.warning(
         "run %s of %s was abandoned by %s; marked FAILURE",
         row.id,
@@ -250,6 +262,37 @@ def _abandon(conn: DriverConnection, row: Any, request: ClaimRequest) -> None:
             "abandoned_by": row.worker_id,
         },
     )
+    return True
+
+
+@dataclass(frozen=True)
+class StaleSweep:
+    """What one sweep for abandoned runs did: the runs it closed, and how long until the
+    next RUNNING run could go stale (None: nothing is RUNNING, so no sweep is needed)."""
+
+    closed: list[Any]
+    next_stale_in_s: float | None
+
+
+def close_stale_runs(
+    database: Database, *, stale_after_s: float, by: str, retry: Callable[[Any], bool]
+) -> StaleSweep:
+    """Close every RUNNING run whose heartbeat is stale, whichever job it belongs to.
+
+    One indexed read of the RUNNING runs (few: at most one per job), then an UPDATE
+    per stale one. `retry(row)` says whether its job wants the instant run again.
+    """
+    params = {"stale_after": timedelta(seconds=stale_after_s)}
+    with database.driver() as conn:
+        running = conn.fetch_all(sql.RUNNING_RUNS, params)
+        stale = [row for row in running if row.stale]
+        closed = [
+            row
+            for row in stale
+            if abandon_on(conn, row, by=by, retry=retry(row), stale_after_s=stale_after_s)
+        ]
+    live = [float(row.stale_in_s) for row in running if not row.stale]
+    return StaleSweep(closed, min(live) if live else None)
 
 
 def _upstream_verdict(

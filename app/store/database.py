@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -22,7 +23,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from app.errors import DatabaseError, DatabaseUnavailable, ValueRefused
+from app.core.redaction import scrub, secrets_in
+from app.errors import DatabaseError, DatabaseUnavailable, SchemaMissing, ValueRefused
 from app.store.driver import DriverConnection
 
 CONNECT_TIMEOUT_S = 5
@@ -45,8 +47,9 @@ LIBPQ_DEFAULTS: Mapping[str, int] = {
 
 
 def redact(url: str) -> str:
-    """Render a database URL for logs and messages, password hidden."""
-    return make_url(url).render_as_string(hide_password=True)
+    """Render a database URL for logs and messages, its password hidden wherever it is."""
+    rendered = make_url(url).render_as_string(hide_password=True)
+    return scrub(rendered, secrets_in({}, url))
 
 
 def connect_args(url: str, application_name: str) -> dict[str, Any]:
@@ -109,6 +112,12 @@ class Database:
                 f"the database at {self.display_url} refused a value: {_first_line(exc)}"
             ) from exc
         except DBAPIError as exc:
+            if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+                raise SchemaMissing(
+                    f"cronlock's tables are gone from the database at {self.display_url} "
+                    f"({_first_line(exc)}); restore them from a backup, or run "
+                    "`cronlock migrate` for an empty schema, then restart the workers"
+                ) from exc
             raise DatabaseError(
                 f"database error at {self.display_url}: {_first_line(exc)}"
             ) from exc

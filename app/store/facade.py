@@ -9,7 +9,7 @@ Tests that need a store that fails or counts can wrap or subclass this one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,14 @@ class Store:
     def claim_next(self, requests: Sequence[ClaimRequest]) -> NextClaim:
         """Claim the first of `requests` neither settled nor held: see `claiming.claim_next`."""
         return claiming.claim_next(self.database, requests)
+
+    def close_stale_runs(
+        self, *, stale_after_s: float, by: str, retry: Callable[[Any], bool]
+    ) -> claiming.StaleSweep:
+        """Close every RUNNING run whose heartbeat is stale: see `claiming.close_stale_runs`."""
+        return claiming.close_stale_runs(
+            self.database, stale_after_s=stale_after_s, by=by, retry=retry
+        )
 
     # -- a run after its claim ---------------------------------------------------
 

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
-from app.errors import DatabaseError, SchemaNotAtHead
+from app.errors import DatabaseError, SchemaAhead, SchemaNotAtHead
 from app.store.database import Database
 
 
@@ -52,6 +52,22 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> set[str]:
+    """Every revision this version of cronlock ships."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def _refuse_newer(database: Database, current: str | None) -> None:
+    """A revision this code does not know was written by a newer cronlock: never go back."""
+    if current is not None and current not in known_revisions():
+        raise SchemaAhead(
+            f"the database at {database.display_url} was migrated by a newer cronlock "
+            f"(revision {current}), which this version does not know; upgrade cronlock "
+            "on this host (do not run `cronlock migrate` from the older version)"
+        )
+
+
 def current_revision(database: Database) -> str | None:
     """The revision the database is at, or None for an empty database."""
     with database.translated_errors(), database.engine.connect() as conn:
@@ -75,6 +91,7 @@ def upgrade_to_head(
         )
         try:
             before = MigrationContext.configure(conn).get_current_revision()
+            _refuse_newer(database, before)
             command.upgrade(alembic_config(conn), "head")
         except OperationalError as exc:
             if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
@@ -96,9 +113,32 @@ def downgrade(database: Database, revision: str) -> None:
 def ensure_at_head(database: Database) -> None:
     """Raise SchemaNotAtHead unless the database is at the latest revision."""
     current, head = current_revision(database), head_revision()
+    _refuse_newer(database, current)
     if current != head:
         found = f"revision {current}" if current else "no cronlock schema"
         raise SchemaNotAtHead(
             f"the database at {database.display_url} has {found}, the code needs {head}; "
             "run `cronlock migrate`"
         )
+
+
+# What a worker does to each table: claims insert and update runs, pruning deletes
+# them, pauses write the job rows and the global pause.
+_NEEDED = {
+    "job": ("SELECT", "INSERT", "UPDATE"),
+    "job_execution": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "global_pause": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+}
+
+
+def missing_privileges(database: Database) -> list[str]:
+    """`table: PRIVILEGE` for each privilege the connecting role lacks on cronlock's tables."""
+    checks = [(table, privilege) for table, needed in _NEEDED.items() for privilege in needed]
+    query = text(
+        "SELECT " + ", ".join(f"has_table_privilege(:t{i}, :p{i})" for i in range(len(checks)))
+    )
+    params = {f"t{i}": table for i, (table, _) in enumerate(checks)}
+    params |= {f"p{i}": privilege for i, (_, privilege) in enumerate(checks)}
+    with database.autocommit() as conn:
+        granted = conn.execute(query, params).one()
+    return [f"{t}: {p}" for (t, p), ok in zip(checks, granted, strict=True) if not ok]

@@ -126,6 +126,7 @@ def test_cronlock_run_records_failure_when_stopped_by_a_signal(
     finally:
         if command.poll() is None:
             command.kill()
+            command.communicate(timeout=30)
     assert command.returncode == code, stderr
     [row] = rows(database)
     assert (row.status, row.error_message) == ("FAILURE", f"interrupted by {sent.name}")

@@ -140,3 +140,45 @@ def test_every_variable_named_in_config_is_in_env_variables():
 def test_a_per_job_variable_is_not_one_of_cronlocks_own():
     settings = Settings.from_env({"CRON_SCHEDULE": "* * * * *", "SYNC_SCHEDULE": "0 * * * *"})
     assert dict(settings.job_overrides) == {"SYNC_SCHEDULE": "0 * * * *"}
+
+
+# -- values that used to pass, or crash, and now get one clear line ---------------
+
+FULLWIDTH_PORT = "\uff19\uff14\uff16\uff14"  # 9464 in full-width digits
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CRON_TZ": "Europe"}, r"CRON_TZ='Europe' is not a known time zone"),
+        ({"CRON_TZ": "Etc"}, r"CRON_TZ='Etc' is not a known time zone"),
+        ({"CRON_TZ": "Z" * 256}, r"CRON_TZ='ZZZ.*… is not a known time zone"),
+        ({"METRICS_PORT": FULLWIDTH_PORT}, rf"METRICS_PORT='{FULLWIDTH_PORT}' is not a port"),
+        ({"METRICS_PORT": "9" * 5000}, r"METRICS_PORT='999.*… is not a port"),
+        ({"JOB_HISTORY_RETENTION_DAYS": "١٢"}, r"is not a positive whole number in ASCII digits"),
+        ({"JOB_HISTORY_RETENTION_DAYS": "1_0"}, r"is not a positive whole number"),
+        ({"SHUTDOWN_GRACE_SECONDS": "1e3"}, r"is not a positive number of seconds"),
+        ({"SHUTDOWN_GRACE_SECONDS": "inf"}, r"is not a positive number of seconds"),
+        ({"SHUTDOWN_GRACE_SECONDS": "4" * 5000}, r"SHUTDOWN_GRACE_SECONDS='444.*… is not"),
+        ({"STALE_JOB_THRESHOLD_SECONDS": "0.5"}, r"is too small; use at least 1"),
+        (
+            {"STALE_JOB_THRESHOLD_SECONDS": "60", "HEARTBEAT_INTERVAL_SECONDS": "0.01"},
+            r"HEARTBEAT_INTERVAL_SECONDS='0.01' is too small; use at least 0.1",
+        ),
+        ({"LOG_LEVEL": "x" * 1000}, r"LOG_LEVEL='xxx.*… is not a level"),
+    ],
+)
+def test_bad_values_get_one_clear_short_error(environ: dict[str, str], message: str):
+    with pytest.raises(ConfigError, match=message) as raised:
+        Settings.from_env(environ)
+    assert len(raised.value.message) < 400
+
+
+def test_a_watchdog_value_that_is_not_ascii_digits_is_ignored():
+    assert Settings.from_env({"WATCHDOG_USEC": "\uff13\uff10"}).watchdog_usec is None
+    assert Settings.from_env({"WATCHDOG_USEC": "9" * 5000}).watchdog_usec is None
+    assert Settings.from_env({"WATCHDOG_USEC": "30000000"}).watchdog_usec == 30_000_000
+
+
+def test_decimal_seconds_in_ascii_are_accepted():
+    assert Settings.from_env({"SHUTDOWN_GRACE_SECONDS": "2.5"}).shutdown_grace_s == 2.5

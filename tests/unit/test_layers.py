@@ -26,7 +26,7 @@ ALLOWED = {
 }
 # SQLAlchemy's statement builders: only the store composes SQL.
 SQL_BUILDERS = {"select", "insert", "update", "delete", "text", "func", "literal_column"}
-MAX_MODULE_LINES = 430
+MAX_MODULE_LINES = 440  # about 400: the worker loop, the densest module, is near it
 MAX_FUNCTION_LINES = 65
 LONG_BY_NATURE = {("cli/__init__.py", "build_parser")}  # one declaration per flag
 

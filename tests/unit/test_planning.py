@@ -167,17 +167,10 @@ def test_upstreams_count_only_when_enabled_and_due_at_the_same_instant():
 def test_the_loop_wakes_at_whatever_comes_first():
     now = at(2026, 1, 1, 12, 0)
     soon = now + timedelta(seconds=2)
-    assert wake_at(now, next_instant_at=soon, next_retry_at=None, poll_s=None, liveness_s=5) == soon
-    assert wake_at(
-        now, next_instant_at=soon, next_retry_at=None, poll_s=0.05, liveness_s=5
-    ) == now + timedelta(seconds=0.05)
-    assert wake_at(
-        now, next_instant_at=None, next_retry_at=None, poll_s=None, liveness_s=5
-    ) == now + timedelta(seconds=5)
-    assert wake_at(
-        now,
-        next_instant_at=soon,
-        next_retry_at=now + timedelta(seconds=1),
-        poll_s=None,
-        liveness_s=5,
-    ) == now + timedelta(seconds=1)
+    sooner = now + timedelta(seconds=1)
+    assert wake_at(now, deadlines=(soon, None), poll_s=None, liveness_s=5) == soon
+    assert wake_at(now, deadlines=(soon, sooner), poll_s=None, liveness_s=5) == sooner
+    polled = wake_at(now, deadlines=(soon,), poll_s=0.05, liveness_s=5)
+    assert polled == now + timedelta(seconds=0.05)
+    idle = wake_at(now, deadlines=(None, None), poll_s=None, liveness_s=5)
+    assert idle == now + timedelta(seconds=5)

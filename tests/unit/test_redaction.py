@@ -43,7 +43,8 @@ def test_the_database_password_is_a_secret():
 
 def test_the_database_password_is_read_decoded_from_the_url():
     url = "postgresql+psycopg://cronlock:p%40ss%2Fword@db/cronlock"
-    assert secrets_in({}, url) == ["p@ss/word"]
+    # Decoded, and as the URL writes it: either may end up in a message.
+    assert secrets_in({}, url) == ["p%40ss%2Fword", "p@ss/word"]
 
 
 @pytest.mark.parametrize(
@@ -243,3 +244,48 @@ def test_the_filter_never_drops_a_record():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, TOKEN, None, None)
     assert Redactor([TOKEN]).filter(record) is True
     assert record.msg == "***"
+
+
+# -- every form a database password takes ---------------------------------------
+
+
+def test_a_percent_encoded_url_password_is_secret_in_both_forms():
+    found = secrets_in({}, "postgresql+psycopg://app:p%40ss%2Fw0rd@db.internal/app")
+    assert "p@ss/w0rd" in found
+    assert "p%40ss%2Fw0rd" in found
+
+
+def test_a_password_given_as_a_url_parameter_is_secret():
+    found = secrets_in(
+        {}, "postgresql+psycopg://app@db.internal/app?password=hunter22&sslmode=require"
+    )
+    assert "hunter22" in found
+
+
+def test_pgpassword_is_secret():
+    assert secrets_in({"PGPASSWORD": "correct-horse"}, None) == ["correct-horse"]
+
+
+def test_the_raw_database_url_counts_even_when_another_is_given():
+    found = secrets_in({"DATABASE_URL": "postgresql://app:s3cr3t-raw@h/db"}, None)
+    assert "s3cr3t-raw" in found
+
+
+def test_a_url_that_does_not_parse_yields_no_secret_and_no_error():
+    assert secrets_in({}, "not a url at all") == []
+
+
+def test_the_display_url_hides_the_password_wherever_it_is():
+    from app.store.database import redact
+
+    shown = redact("postgresql+psycopg://app:s3cr3t!@db/app?password=hunter22")
+    assert "s3cr3t" not in shown
+    assert "hunter22" not in shown
+    assert "db/app" in shown
+
+
+def test_scrub_json_reaches_nested_strings_and_keys():
+    from app.core.redaction import scrub_json
+
+    value = {"token hunter22": ["a hunter22 b", 3, {"x": "hunter22"}], "n": None}
+    assert scrub_json(value, ["hunter22"]) == {"token ***": ["a *** b", 3, {"x": "***"}], "n": None}

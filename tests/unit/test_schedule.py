@@ -142,3 +142,14 @@ def test_schedules_sharing_an_expression_answer_independently():
     assert in_utc.latest_at_or_before(moment) == at(2026, 7, 1, 9, 0)
     assert in_berlin.latest_at_or_before(at(2026, 1, 5, 12, 0)) == at(2026, 1, 5, 8, 0)
     assert in_utc.next_after(at(2025, 12, 31, 23, 0)) == at(2026, 1, 1, 9, 0)
+
+
+def test_an_interval_with_thousands_of_digits_is_refused_clearly():
+    with pytest.raises(InvalidSchedule, match="is longer than a year") as raised:
+        parse_schedule("every " + "9" * 5000 + "s", zone=ZoneInfo("UTC"), source="job 'x'")
+    assert len(raised.value.message) < 300
+
+
+def test_interval_digits_must_be_ascii():
+    with pytest.raises(InvalidSchedule, match="is not a valid schedule"):
+        parse_schedule("every \uff15s", zone=ZoneInfo("UTC"), source="job 'x'")
