@@ -109,7 +109,7 @@ def _execute(
         claim,
         settings,
         heartbeat,
-        heartbeat.lease(claim.run_id, job.name),
+        heartbeat.lease(claim.run_id, job.name, timeout_s=job.timeout_s),
         fields=_fields(job, claim),
     )
     logger.info(

@@ -27,12 +27,14 @@ systemd watchdog.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from app.core.outcomes import Outcome, RunStatus
 from app.errors import DatabaseError
 from app.store.facade import Store
 
@@ -42,6 +44,13 @@ logger = logging.getLogger(__name__)
 # server: the thread that renews also reports liveness, which must not go quiet
 # for long, whatever HEARTBEAT_INTERVAL_SECONDS is.
 MAX_RENEWAL_WAIT_S = 10.0
+MAX_IGNORED_TIMEOUT_GRACE_S = 30.0
+
+
+def ignored_timeout_grace_s(timeout_s: float) -> float:
+    """How long a body may go on after its timeout fired before it is given up: as long
+    again as its timeout, at least a second and at most 30 s."""
+    return min(max(timeout_s, 1.0), MAX_IGNORED_TIMEOUT_GRACE_S)
 
 
 @dataclass
@@ -61,6 +70,9 @@ class Lease:
     last_renewed: float = field(default_factory=time.monotonic)
     next_beat_at: float = 0.0
     lost_reason: str | None = None
+    # For a job with a timeout: when a body that ignored its interrupt is given up.
+    give_up_at: float | None = None
+    timeout_s: float | None = None
     _losing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -111,11 +123,17 @@ class Heartbeat:
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def lease(self, run_id: int, job_name: str) -> Lease:
-        """A new lease on a run just claimed, fenced one heartbeat before it may go stale."""
+    def lease(self, run_id: int, job_name: str, *, timeout_s: float | None = None) -> Lease:
+        """A new lease on a run just claimed, fenced one heartbeat before it may go stale.
+
+        With `timeout_s`, a body still running `ignored_timeout_grace_s` after its
+        timeout fired is given up (see `_give_up`).
+        """
         fence_after_s = max(self.stale_after_s - self.interval_s, self.stale_after_s / 2)
-        lease = Lease(run_id, job_name, fence_after_s)
+        lease = Lease(run_id, job_name, fence_after_s, timeout_s=timeout_s)
         lease.next_beat_at = lease.last_renewed + self.interval_s
+        if timeout_s is not None:
+            lease.give_up_at = lease.last_renewed + timeout_s + ignored_timeout_grace_s(timeout_s)
         return lease
 
     @contextmanager
@@ -153,18 +171,57 @@ class Heartbeat:
                     self._state.wait()
                     continue
                 now = time.monotonic()
+                if lease.give_up_at is not None and now >= lease.give_up_at:
+                    self._state.release()
+                    try:
+                        self._give_up(lease)
+                    finally:
+                        self._state.acquire()
+                    continue
                 if now >= self._next_alive_at:
                     self._next_alive_at = now + self.alive_every_s
                     self._say_alive()
                 due_in = lease.next_beat_at - now
                 if due_in > 0:
-                    self._state.wait(min(due_in, self._next_alive_at - now))
+                    give_up_in = (lease.give_up_at or math.inf) - now
+                    self._state.wait(min(due_in, self._next_alive_at - now, give_up_in))
                     continue
                 self._state.release()
                 try:
                     self._renew(lease)
                 finally:
                     self._state.acquire()
+
+    def _give_up(self, lease: Lease) -> None:
+        """A body that ignored its timeout: end its run FAILURE now, from this thread.
+
+        Python cannot stop the main thread, so the body may go on; but the run
+        is recorded (the job is free for its next instant on any replica), the
+        lease is lost (`should_stop()` is true), and this thread stops reporting
+        the worker alive, so /healthz fails and the systemd watchdog restarts it.
+        """
+        grace_s = ignored_timeout_grace_s(lease.timeout_s or 0.0)
+        reason = (
+            f"timed out after {lease.timeout_s:g}s and did not stop within {grace_s:g}s more; "
+            "given up while its body may still be running"
+        )
+        try:
+            self.store.finish(lease.run_id, Outcome(RunStatus.FAILURE, error=reason))
+        except Exception as exc:  # the run then ends abandoned once stale
+            logger.warning(
+                "could not record run %s given up: %s",
+                lease.run_id,
+                exc,
+                extra={"event": "run_record_failed", "run_id": lease.run_id},
+            )
+        logger.critical(
+            "run %s of %s %s; this worker stops reporting itself alive",
+            lease.run_id,
+            lease.job_name,
+            reason,
+            extra={"event": "body_given_up", "job": lease.job_name, "run_id": lease.run_id},
+        )
+        lease.lose(reason)
 
     def alive(self) -> None:
         """Tell the worker this process is making progress (its liveness and watchdog)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,41 @@ def test_cronlock_run_records_failure_when_stopped_by_a_signal(
     [row] = rows(database)
     assert (row.status, row.error_message) == ("FAILURE", f"interrupted by {sent.name}")
     assert f"interrupted by {sent.name}" in stderr
+
+
+def test_a_body_that_ignores_its_timeout_is_given_up_and_its_job_freed(
+    database: Database, db_url: str
+):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    libpq = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    seen: list[str] = []
+
+    def stubborn(ctx):
+        # Catches every interrupt and goes on; it watches its own row from outside
+        # cronlock, and stops (bounded) once the row says it was given up.
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            for _ in range(600):
+                try:
+                    status = conn.execute(
+                        "SELECT status FROM job_execution WHERE id = %s", (ctx.run_id,)
+                    ).fetchone()[0]
+                    if status != "RUNNING":
+                        seen.append(status)
+                        break
+                    time.sleep(0.05)
+                except BaseException:  # noqa: S112 - the point of the test
+                    continue
+        return {"stopped": "late"}
+
+    job = Job(name="stubborn", body=stubborn, schedule="* * * * *", timeout_s=0.2)
+    make_worker(database, [job]).tick(NOON)
+    assert seen == ["FAILURE"]  # recorded while the body was still running
+    [row] = rows(database)
+    assert row.status == "FAILURE"
+    assert row.error_message == (
+        "timed out after 0.2s and did not stop within 1s more; "
+        "given up while its body may still be running"
+    )
+    assert row.result is None
