@@ -74,7 +74,16 @@ def database_url(admin_url: str, name: str) -> str:
 
 
 def _admin(admin_url: str, statement: sql.Composable) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(admin_url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        # Every later test would fail the same way: one clear line instead of hundreds.
+        pytest.exit(
+            f"the test PostgreSQL server stopped answering ({str(exc).strip()}); "
+            "stopping the suite. Was it killed, or its temp folder deleted by another run?",
+            returncode=3,
+        )
+    with conn:
         conn.execute(statement)
 
 
