@@ -122,13 +122,24 @@ def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
             r.status,
             fmt_time(r.scheduled_for, settings),
             r.trigger,
-            f"{r.duration_s:.3f}s" if r.duration_s is not None else "-",
+            str(r.attempt),
+            f"{r.duration_s * 1000:.0f} ms" if r.duration_s is not None else "-",
             r.worker_id,
             (r.error_message or (json.dumps(r.result) if r.result else ""))[:80],
         ]
         for r in runs
     ]
-    headers = ["ID", "JOB", "STATUS", "SCHEDULED FOR", "TRIGGER", "TOOK", "WORKER", "DETAIL"]
+    headers = [
+        "ID",
+        "JOB",
+        "STATUS",
+        "SCHEDULED FOR",
+        "TRIGGER",
+        "ATTEMPT",
+        "TOOK",
+        "WORKER",
+        "DETAIL",
+    ]
     filtered = args.job or args.status or args.failed
     print(table(headers, rows) if rows else "no runs match" if filtered else "no runs recorded")
     return EXIT_OK

@@ -26,6 +26,9 @@ from app.core.display import cut, printable
 from app.core.redaction import scrub
 
 _current_job: ContextVar[str | None] = ContextVar("cronlock_current_job", default=None)
+_current_run: ContextVar[dict[str, object] | None] = ContextVar(
+    "cronlock_current_run", default=None
+)
 
 # Longer messages are cut in the log; the stored error has a cap of its own.
 MAX_MESSAGE_CHARS = 8000
@@ -48,6 +51,17 @@ def job_scope(job_name: str) -> Iterator[None]:
         _current_job.reset(token)
 
 
+@contextmanager
+def run_scope(run_id: int, scheduled_for: str, attempt: int) -> Iterator[None]:
+    """Within this block, every log line (the body's `ctx.logger` too) carries the run's
+    `run_id`, `scheduled_for` and `attempt`, unless it names them itself."""
+    token = _current_run.set({"run_id": run_id, "scheduled_for": scheduled_for, "attempt": attempt})
+    try:
+        yield
+    finally:
+        _current_run.reset(token)
+
+
 class Redactor(logging.Filter):
     """Adds `job_prefix`, and replaces secret values in the message and its data."""
 
@@ -63,6 +77,9 @@ class Redactor(logging.Filter):
         record.job_prefix = f"[{name}] " if name else ""
         if name:
             record.job = name
+        for key, value in (_current_run.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
         # One message, whole: secrets replaced, and cut when huge (a 1 MB error would
         # otherwise be written in full at every instant).
         message = record.getMessage()

@@ -223,7 +223,7 @@ def _log_outcome(
     fields: dict[str, Any],
 ) -> None:
     """One line for how the run ended: succeeded, failed, or fenced off by a takeover."""
-    extra = {"duration_ms": duration_ms, **fields}
+    extra = {"duration_ms": round(duration_ms, 1), **fields}
     if not finished.landed:
         _log_fenced(store, claim, ending, extra)
     elif ending.status == RunStatus.SUCCESS:

@@ -26,7 +26,7 @@ from app.core.redaction import scrub, scrub_json
 from app.core.stops import RunInterrupted, StopNow, describe
 from app.errors import DatabaseError
 from app.ops import metrics
-from app.ops.logs import job_scope
+from app.ops.logs import job_scope, run_scope
 from app.ops.observe import observe_outcome
 from app.runtime.context import RunContext
 from app.runtime.finish import close_transaction, record_outcome
@@ -83,7 +83,8 @@ def execute(
     `heartbeat` is the worker's; without one, a heartbeat thread lives for this run.
     Every line logged meanwhile carries the job's name.
     """
-    with job_scope(job.name):
+    scope = run_scope(claim.run_id, claim.scheduled_for.isoformat(), claim.attempt)
+    with job_scope(job.name), scope:
         return _execute(
             store, job, claim, settings, expires_at=expires_at, alarm=alarm, heartbeat=heartbeat
         )
@@ -244,6 +245,8 @@ def conclude(
         expires_at=expires_at,
         alive=run.heartbeat.alive,
     )
+    if finished.took_ms is not None:
+        duration_ms = finished.took_ms  # the table's figure, as `history` shows it
     observe_outcome(
         run.store,
         run.settings,

@@ -33,8 +33,9 @@ class RunRecord:
 
     @property
     def duration_s(self) -> float | None:
-        """Wall time from start to outcome, None while running."""
-        if self.completed_at is None:
+        """Wall time from start to outcome; None while running, and for an outcome that
+        ran nothing (SKIPPED, MISSED)."""
+        if self.completed_at is None or self.status in (RunStatus.SKIPPED, RunStatus.MISSED):
             return None
         return (self.completed_at - self.started_at).total_seconds()
 

@@ -60,7 +60,13 @@ _FINISH = compile_statement(
         # A retry is only worth scheduling before the job's next instant.
         retry_at=case((_retry_at < _expires, _retry_at), else_=None),
     )
-    .returning(_run.id, _run.retry_at)
+    # How long the run took, start to outcome, by the database clock: the one figure
+    # the log line, the metric and `cronlock history` all show.
+    .returning(
+        _run.id,
+        _run.retry_at,
+        (func.extract("epoch", _run.completed_at - _run.started_at) * 1000).label("took_ms"),
+    )
 )
 
 _HEARTBEAT = (
@@ -107,6 +113,7 @@ class Finished:
 
     landed: bool
     retry_at: datetime | None = None
+    took_ms: float | None = None  # start to outcome, database clock; None when not landed
 
 
 def finish_on(
@@ -131,7 +138,7 @@ def finish_on(
         "expires_at": expires_at,
     }
     row = conn.fetch_one(_FINISH, params)
-    return Finished(False) if row is None else Finished(True, row.retry_at)
+    return Finished(False) if row is None else Finished(True, row.retry_at, float(row.took_ms))
 
 
 def finish_run(

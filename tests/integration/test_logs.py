@@ -60,6 +60,19 @@ def test_json_lines_carry_named_events_with_their_fields(db_url: str, tmp_path: 
     assert failed.keys() >= RUN_FIELDS | {"duration_ms", "error"}
     assert failed["level"] == "ERROR"
     assert failed["error"].startswith("RuntimeError: provider refused key")
+    # The body's own line carries its run, as the worker's lines about it do.
+    [own] = [line for line in lines if line["logger"] == "cronlock.job.leaky"]
+    assert own["run_id"] == failed["run_id"]
+    assert own["scheduled_for"] == failed["scheduled_for"]
+    assert own["attempt"] == 1
+    # One duration, rounded, and the same one `history` shows.
+    assert succeeded["duration_ms"] == round(succeeded["duration_ms"], 1)
+    history = json.loads(
+        cronlock(
+            "history", "fine", "--json", cwd=tmp_path, DATABASE_URL=db_url, JOBS_MODULE=str(module)
+        ).stdout
+    )
+    assert round(history[0]["duration_s"] * 1000, 1) == succeeded["duration_ms"]
 
 
 def test_secrets_never_reach_the_logs(db_url: str, tmp_path: Path):
