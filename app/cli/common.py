@@ -53,13 +53,20 @@ def load_deployment(environ: dict[str, str] | None = None) -> Deployment:
     return Deployment(settings, registry, jobs)
 
 
-def open_database(settings: Settings, *, migrate_embedded: bool = True) -> Database:
-    """Connect to DATABASE_URL, or start the embedded server (migrated) when it is unset."""
+def open_database(
+    settings: Settings, *, migrate_embedded: bool = True, announce: bool = False
+) -> Database:
+    """Connect to DATABASE_URL, or start the embedded server (migrated) when it is unset.
+
+    `announce`: say at INFO that the embedded server is used (the worker does); a
+    command that prints a table says it at DEBUG, so the table stays clean.
+    """
     if settings.database_url is not None:
         database = Database(settings.database_url)
         database.ping()
         return database
-    database = Database(start_embedded(settings.data_dir))
+    level = logging.INFO if announce else logging.DEBUG
+    database = Database(start_embedded(settings.data_dir, level=level))
     if migrate_embedded:
         before, after = upgrade_to_head(database)
         if before != after:
@@ -72,9 +79,9 @@ def open_database(settings: Settings, *, migrate_embedded: bool = True) -> Datab
     return database
 
 
-def ready_store(settings: Settings) -> Store:
+def ready_store(settings: Settings, *, announce: bool = False) -> Store:
     """The store on a database whose schema is at head (exit 2 with advice otherwise)."""
-    database = open_database(settings)
+    database = open_database(settings, announce=announce)
     ensure_at_head(database)
     return Store(database)
 

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     """Run the jobs on their schedules until SIGINT/SIGTERM (or once, with --once)."""
     settings = deployment.settings
-    store = ready_store(settings)
+    store = ready_store(settings, announce=True)
     notifier = Notifier(settings.notify_socket, watchdog_usec=settings.watchdog_usec)
     worker = Worker(store, deployment.jobs, settings, notifier=notifier)
     _stop_on_signals(worker)

@@ -35,7 +35,7 @@ def _get_server(pgdata: Path) -> Any:
         return get_server(pgdata, cleanup_mode="stop")
 
 
-def start_embedded(data_dir: Path) -> str:
+def start_embedded(data_dir: Path, *, level: int = logging.INFO) -> str:
     """Start (or join) the embedded server and return the URL of its `cronlock` database."""
     pgdata = (data_dir / "pgdata").resolve()
     try:
@@ -54,7 +54,8 @@ def start_embedded(data_dir: Path) -> str:
         ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-    logger.info(
+    logger.log(
+        level,
         "using the embedded PostgreSQL with its data in %s (set DATABASE_URL to use another)",
         pgdata,
         extra={"event": "embedded_database_started", "data_dir": str(pgdata)},

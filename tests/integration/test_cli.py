@@ -320,6 +320,12 @@ def test_embedded_default_when_database_url_is_unset(tmp_path, env):
     assert "migrated the embedded database" in result.stderr
     assert "[sync-invoices] run" in result.stderr
     assert (data_dir / "pgdata" / "PG_VERSION").is_file()
+    # A command that prints a table keeps that line out of its output (DEBUG).
+    listing = cronlock(
+        "jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"], CRONLOCK_DATA_DIR=str(data_dir)
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "using the embedded PostgreSQL" not in listing.stderr + listing.stdout
 
 
 def test_next_previews_instants_and_marks_dst_shifts(tmp_path):
