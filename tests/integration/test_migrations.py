@@ -49,3 +49,22 @@ def test_a_migration_that_cannot_get_its_table_gives_up_and_changes_nothing(data
         reader.rollback()
     assert current_revision(database) == "0002"
     assert upgrade_to_head(database) == ("0002", head_revision())
+
+
+def test_check_constraints_carry_the_names_the_models_give_them(database: Database):
+    expected = set()
+    for table in Base.metadata.sorted_tables:
+        for constraint in table.constraints:
+            if constraint.__class__.__name__ == "CheckConstraint":
+                expected.add((table.name, str(constraint.name)))
+    with database.engine.connect() as conn:
+        found = set(
+            conn.execute(
+                text(
+                    "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+                    "WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
+                )
+            ).all()
+        )
+    assert found == expected
+    assert ("job_execution", "ck_job_execution_status") in found
