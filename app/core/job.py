@@ -37,7 +37,9 @@ class Job:
     instant up to that many times, `retry_backoff_s` apart and doubling, jittered,
     never past the next instant. `transactional` hands the body a session whose
     transaction also records SUCCESS. `misfire_grace_s` is how late a missed
-    instant may still run (None: one period; 0: never late).
+    instant may still run (None: one period; 0: never late). `run_at_start`: when a
+    worker starts, the latest instant runs if no replica has run it yet (so `every
+    5m` runs at once, then every five minutes; once across replicas starting together).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Job:
     retry_backoff_s: float = 10.0
     transactional: bool = False
     misfire_grace_s: float | None = None
+    run_at_start: bool = False
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -93,8 +96,9 @@ def _check_types(job: Job) -> None:
         problems.append(f"description={shown(job.description)} is not a string")
     if isinstance(job.retries, bool) or not isinstance(job.retries, int):
         problems.append(f"retries={shown(job.retries)} is not a whole number")
-    if not isinstance(job.transactional, bool):
-        problems.append(f"transactional={shown(job.transactional)} is not True or False")
+    for option in ("transactional", "run_at_start"):
+        if not isinstance(getattr(job, option), bool):
+            problems.append(f"{option}={shown(getattr(job, option))} is not True or False")
     if problems:
         raise InvalidJob(f"job {job.name!r}: " + "; ".join(problems))
 
@@ -141,6 +145,7 @@ def job(
     retry_backoff_s: float = 10.0,
     transactional: bool = False,
     misfire_grace_s: float | None = None,
+    run_at_start: bool = False,
 ) -> Callable[[JobBody], Job]:
     """Decorate a body to define a job; the docstring's first line is the default description."""
 
@@ -158,6 +163,7 @@ def job(
             retry_backoff_s=retry_backoff_s,
             transactional=transactional,
             misfire_grace_s=misfire_grace_s,
+            run_at_start=run_at_start,
         )
 
     return define

@@ -158,9 +158,14 @@ class Worker:
         now = now or self.clock()
         history = self.store.last_scheduled_instants([j.name for j in self.enabled])
         observe_schedules(self.jobs, now)
-        for configured in self.enabled:
-            self.cursors[configured.name] = history.get(configured.name, now)
         self._without_history = {j.name for j in self.enabled} - set(history)
+        for item in planning.latest_instants(self.enabled, now):
+            cursor = history.get(item.job.name, now)
+            if item.job.job.run_at_start:
+                # The latest instant is due again unless it has an outcome, which the
+                # claim reads: one run across replicas that start together.
+                cursor = min(cursor, item.scheduled_for - timedelta(microseconds=1))
+            self.cursors[item.job.name] = cursor
         self.sweep.expect(now)  # a run left RUNNING by a worker that died before this start
         self.skew.check(now)
         publish_job_metrics(self.store, self.worker_id, self.enabled, now)

@@ -425,3 +425,34 @@ def test_run_forever_survives_the_database_refusing_connections(
     events = [getattr(r, "event", "") for r in caplog.records]
     assert events.count("database_unavailable") == 1
     assert events.count("database_recovered") == 1
+
+
+def test_run_at_start_runs_the_latest_instant_once_across_replicas(database: Database):
+    ran: list[str] = []
+    jobs = [
+        Job(
+            name="seed",
+            body=lambda ctx: ran.append(f"{ctx.scheduled_for:%H:%M}"),
+            schedule="every 5m",
+            run_at_start=True,
+        ),
+        Job(name="plain", body=lambda ctx: ran.append("plain"), schedule="every 5m"),
+    ]
+    first_at = NOON + timedelta(minutes=2, seconds=30)
+    first = worker_for(database, jobs, clock=FrozenClock(first_at), start_at=first_at)
+    first.tick(first_at)
+    assert ran == ["12:00"]  # at once, for the latest instant; `plain` waits for 12:05
+    second_at = first_at + timedelta(seconds=20)
+    second = worker_for(
+        database, jobs, clock=FrozenClock(second_at), start_at=second_at, worker_id="test:2"
+    )
+    second.tick(second_at)
+    assert ran == ["12:00"]  # that instant has its outcome: one run across replicas
+    assert [(r.job_name, r.status) for r in rows(database)] == [("seed", "SUCCESS")]
+
+
+def test_run_at_start_must_be_a_bool():
+    from app.errors import InvalidJob
+
+    with pytest.raises(InvalidJob, match="run_at_start='yes' is not True or False"):
+        Job(name="seed", body=lambda ctx: None, run_at_start="yes")
