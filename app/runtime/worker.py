@@ -118,7 +118,6 @@ class Worker:
         self._polls_without_progress = 0
         self._outages = 0
         self.skew = ClockSkewCheck(store, clock, max_skew_s=settings.max_clock_skew_s)
-        self._without_history: set[str] = set()
         self._unanswered = UnansweredClaims[PendingInstant](
             store,
             settings,
@@ -158,9 +157,10 @@ class Worker:
         now = now or self.clock()
         history = self.store.last_scheduled_instants([j.name for j in self.enabled])
         observe_schedules(self.jobs, now)
-        self._without_history = {j.name for j in self.enabled} - set(history)
         for item in planning.latest_instants(self.enabled, now):
-            cursor = history.get(item.job.name, now)
+            # Never past now: a worker whose clock runs behind the database's (or a
+            # test's clock) plans from its own now.
+            cursor = min(history.get(item.job.name, now), now)
             if item.job.job.run_at_start:
                 # The latest instant is due again unless it has an outcome, which the
                 # claim reads: one run across replicas that start together.
@@ -407,16 +407,12 @@ class Worker:
         return True
 
     def run_once(self) -> TickReport:
-        """Settle each enabled job's latest instant, then return (for timers and CronJobs).
-
-        A job with no scheduled run yet has its latest instant run; otherwise the
-        same catch-up rules as the long-running worker apply.
-        """
+        """Settle each enabled job's instants since its cursor, then return (for timers and
+        CronJobs): the same catch-up rules as the long-running worker's. A new job's
+        cursor starts at its registration, so it first runs at its first instant after
+        it was deployed, not at once for an instant long before."""
         now = self.clock()
         self.start(now=now)
-        for item in planning.latest_instants(self.enabled, now):
-            if item.job.name in self._without_history:
-                self.cursors[item.job.name] = item.scheduled_for - timedelta(microseconds=1)
         total = TickReport()
         try:
             total.add(self.tick(now))

@@ -119,7 +119,8 @@ class Store:
         return runs.drop_retries(self.database, instants)
 
     def last_scheduled_instants(self, names: Sequence[str]) -> dict[str, datetime]:
-        """The latest instant each job has a scheduled run for: where catch-up starts."""
+        """Where each job's catch-up starts: its latest scheduled run's instant, else its
+        registration."""
         return runs.last_scheduled_instants(self.database, names)
 
     def database_now(self) -> datetime:

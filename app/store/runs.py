@@ -256,13 +256,16 @@ def drop_retries(
 
 
 def last_scheduled_instants(database: Database, names: Sequence[str]) -> dict[str, datetime]:
-    """The latest instant each job has any scheduled run for: where catch-up starts."""
+    """Where each job's catch-up starts: the latest instant it has a scheduled run for, or,
+    for a job that has none yet, when it was registered (its row was created)."""
     latest = (
         select(func.max(_run.scheduled_for))
         .where(_run.job_name == JobRow.name, _run.trigger == Trigger.SCHEDULE)
         .scalar_subquery()
     )
-    query = select(JobRow.name, latest).where(JobRow.name.in_(list(names)))
+    query = select(JobRow.name, func.coalesce(latest, JobRow.created_at)).where(
+        JobRow.name.in_(list(names))
+    )
     with database.autocommit() as conn:
         return {name: instant for name, instant in conn.execute(query) if instant is not None}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import text
@@ -93,12 +93,21 @@ def worker_for(
     clock: Clock | None = None,
     start_at: datetime | None = None,
     worker_id: str = "test:1",
+    registered_before_latest: bool = False,
 ) -> Worker:
-    """A started Worker on `jobs`, configured from `environ` alone."""
+    """A started Worker on `jobs`, configured from `environ` alone.
+
+    `registered_before_latest`: the jobs were deployed just before their latest
+    instant by the worker's clock, so `run_once` has that instant to run.
+    """
     settings = Settings.from_env(environ or {})
+    configured = configure(JobRegistry(jobs), settings)
+    if registered_before_latest:
+        moment = (clock or utc_now)()
+        register_before_latest(database, {c.name: c.schedule for c in configured}, moment)
     worker = Worker(
         database if isinstance(database, Store) else Store(database),
-        configure(JobRegistry(jobs), settings),
+        configured,
         settings,
         worker_id=worker_id,
         clock=clock or utc_now,
@@ -145,7 +154,42 @@ def yearly_failure_due_for_retry(database: Database, moment: list[datetime]) -> 
         raise RuntimeError("down")
 
     jobs = [Job(name="yearly", body=failing, schedule="0 0 1 1 *", retries=1, retry_backoff_s=0.2)]
-    worker = worker_for(database, jobs, clock=lambda: moment[0])
+    worker = worker_for(database, jobs, clock=lambda: moment[0], registered_before_latest=True)
     worker.run_once()
     wait_until(lambda: retry_due(database))
     return worker
+
+
+def register_before_latest(
+    database: Database | Store | str, schedules: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Register jobs as deployed just before their latest instant at `now` (their rows'
+    created_at), so a worker starting then has that instant to run, as if missed.
+
+    `schedules` maps job names to schedule expressions or parsed schedules.
+    """
+    from app.core.schedule import parse_schedule
+
+    if isinstance(database, str):  # a URL: a command's database, before it starts
+        owned = Database(database)
+        try:
+            register_before_latest(owned, schedules, now)
+        finally:
+            owned.dispose()
+        return
+    if isinstance(database, Store):
+        database = database.database
+    now = now or utc_now()
+    with database.transaction() as session:
+        for name, given in schedules.items():
+            schedule = (
+                parse_schedule(given, zone=UTC, source="test") if isinstance(given, str) else given
+            )
+            at = schedule.latest_at_or_before(now) - timedelta(seconds=1)
+            session.execute(
+                text(
+                    "INSERT INTO job (name, created_at) VALUES (:n, :t) "
+                    "ON CONFLICT (name) DO UPDATE SET created_at = :t"
+                ),
+                {"n": name, "t": at},
+            )

@@ -11,6 +11,7 @@ from sqlalchemy import inspect, text
 
 from app.store.database import Database
 from tests.integration.cli_helpers import cronlock
+from tests.integration.helpers import register_before_latest
 
 JOBS_MODULE = """
 from app.job import job
@@ -70,6 +71,9 @@ def test_run_a_disabled_job_needs_force(tmp_path, env):
 
 
 def test_worker_once_runs_what_is_due_and_reports_failure(tmp_path, env):
+    register_before_latest(
+        env["DATABASE_URL"], {"sync-invoices": "* * * * *", "flaky": "0 * * * *"}
+    )
     result = run(tmp_path, env, "worker", "--once")
     assert result.returncode == 1  # flaky failed
     assert "[sync-invoices] run" in result.stderr
@@ -307,25 +311,21 @@ def test_a_typo_in_a_job_variable_is_warned_about(tmp_path, env):
 
 def test_embedded_default_when_database_url_is_unset(tmp_path, env):
     data_dir = tmp_path / "data"
-    result = cronlock(
-        "worker",
-        "--once",
-        cwd=tmp_path,
-        JOBS_MODULE=env["JOBS_MODULE"],
-        CRONLOCK_DATA_DIR=str(data_dir),
-        FLAKY_ENABLED="0",
-    )
+    common = {"JOBS_MODULE": env["JOBS_MODULE"], "CRONLOCK_DATA_DIR": str(data_dir)}
+    result = cronlock("run", "sync-invoices", cwd=tmp_path, LOG_LEVEL="DEBUG", **common)
     assert result.returncode == 0, result.stderr
     assert "using the embedded PostgreSQL" in result.stderr
     assert "migrated the embedded database" in result.stderr
     assert "[sync-invoices] run" in result.stderr
     assert (data_dir / "pgdata" / "PG_VERSION").is_file()
-    # A command that prints a table keeps that line out of its output (DEBUG).
-    listing = cronlock(
-        "jobs", cwd=tmp_path, JOBS_MODULE=env["JOBS_MODULE"], CRONLOCK_DATA_DIR=str(data_dir)
-    )
+    # A command that prints a table keeps that line out of its output (DEBUG) ...
+    listing = cronlock("jobs", cwd=tmp_path, **common)
     assert listing.returncode == 0, listing.stderr
     assert "using the embedded PostgreSQL" not in listing.stderr + listing.stdout
+    # ... and the worker, which serves for its lifetime, says it at INFO.
+    worker = cronlock("worker", "--once", cwd=tmp_path, FLAKY_ENABLED="0", **common)
+    assert worker.returncode == 0, worker.stderr
+    assert "using the embedded PostgreSQL" in worker.stderr
 
 
 def test_next_previews_instants_and_marks_dst_shifts(tmp_path):

@@ -28,6 +28,7 @@ from tests.integration.faults import (
     wait_for,
     wait_for_log,
 )
+from tests.integration.helpers import register_before_latest
 from tests.integration.network import CuttableNetwork, namespaces_available, through
 
 RUNNING_BY = "SELECT id FROM job_execution WHERE status = 'RUNNING' AND worker_id LIKE :w"
@@ -145,6 +146,7 @@ def test_a_transactional_job_killed_mid_body_leaves_nothing_and_is_run_again(
     with database.transaction() as session:
         session.execute(text("CREATE TABLE ledger (instant timestamptz PRIMARY KEY, amount int)"))
     common = {"FAULT_TRANSACTIONAL": "1", "FAULT_SCHEDULE": "0 0 1 1 *"}
+    register_before_latest(database, {"book": common["FAULT_SCHEDULE"]})
     doomed = start_worker(tmp_path, db_url, "--once", FAULT_SLEEP_S="30", **common)
     run_id = wait_for(database, RUNNING_BY, w=_pid_pattern(doomed))
     doomed.send_signal(signal.SIGKILL)

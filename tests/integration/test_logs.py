@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from tests.integration.cli_helpers import cronlock
+from tests.integration.helpers import register_before_latest
 
 JOBS = """
 from app.job import job
@@ -28,6 +30,8 @@ RUN_FIELDS = {"event", "job", "run_id", "scheduled_for", "attempt", "worker_id"}
 
 
 def _worker_once(db_url: str, tmp_path: Path, module: Path, log_format: str):
+    names = re.findall(r'@job\("([a-z-]+)", schedule="\* \* \* \* \*"', module.read_text())
+    register_before_latest(db_url, dict.fromkeys(names, "* * * * *"))
     return cronlock(
         "worker",
         "--once",

@@ -323,7 +323,7 @@ def test_a_failed_instant_is_retried_with_growing_backoff(database: Database):
         return {"attempt": ctx.attempt}
 
     jobs = [Job(name="flaky", body=flaky, schedule="0 0 * * *", retries=3, retry_backoff_s=0.2)]
-    worker = worker_for(database, jobs)
+    worker = worker_for(database, jobs, registered_before_latest=True)
     worker.run_once()
     for expected in ([1, 2], [1, 2, 3]):
         # The worker times a retry on its own clock, a little after the database's.
@@ -371,7 +371,7 @@ def test_a_retry_never_runs_past_the_next_instant(database: Database):
     jobs = [
         Job(name="daily", body=failing, schedule="0 0 * * *", retries=5, retry_backoff_s=2 * 86400)
     ]
-    report = worker_for(database, jobs).run_once()
+    report = worker_for(database, jobs, registered_before_latest=True).run_once()
     [outcome] = report.outcomes
     assert outcome.retry_in_s is None
     assert rows(database)[0].status == "FAILURE"
@@ -387,7 +387,7 @@ def test_a_retry_is_timed_on_the_workers_clock(database: Database):
         return utc_now() + timedelta(hours=1)
 
     jobs = [Job(name="yearly", body=failing, schedule="0 0 1 1 *", retries=1, retry_backoff_s=30)]
-    failed_here = worker_for(database, jobs, clock=ahead)
+    failed_here = worker_for(database, jobs, clock=ahead, registered_before_latest=True)
     [outcome] = failed_here.run_once().outcomes
     assert outcome.retry_in_s is not None
     restarted = worker_for(database, jobs, clock=ahead)

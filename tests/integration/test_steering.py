@@ -8,6 +8,7 @@ from pathlib import Path
 from app.store.database import Database
 from tests.integration.cli_helpers import cronlock
 from tests.integration.faults import invariants, scalar, start_worker, stop, wait_for, write_jobs
+from tests.integration.helpers import register_before_latest
 
 PAUSED_RUNS_AFTER = (
     "SELECT count(*) FROM job_execution WHERE status = 'SUCCESS' AND started_at > :t"
@@ -78,6 +79,7 @@ def test_retry_re_runs_a_failed_instant_and_clears_the_dead_letter(
     module.write_text(JOBS)
     flag = tmp_path / "fixed"
     env = {"DATABASE_URL": db_url, "JOBS_MODULE": str(module), "FIXED_FLAG": str(flag)}
+    register_before_latest(database, {"flaky": "0 0 1 1 *"})
     assert cronlock("worker", "--once", cwd=tmp_path, **env).returncode == 1
     failed = json.loads(cronlock("history", "--failed", "--json", cwd=tmp_path, **env).stdout)
     assert [(f["job"], f["attempt"]) for f in failed] == [("flaky", 1)]

@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     FrozenClock,
     age_run,
     claim,
+    register_before_latest,
     rows,
     wait_for_lock_wait,
     worker_for,
@@ -283,6 +284,7 @@ def test_a_command_settles_its_unanswered_claim_before_it_exits(
         "    return {'ran': ctx.run_id}\n\n"
         "JOBS = [sync]\n"
     )
+    register_before_latest(database, {"sync": "* * * * *"})  # for `worker --once`
     loss = relay.break_over(b"COMMIT", after=CLAIM_INSERT, reaches_server=reaches_server)
 
     result = cronlock(

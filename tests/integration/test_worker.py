@@ -364,7 +364,8 @@ def test_run_once_settles_each_jobs_latest_instant(database: Database):
         Job(name="hourly", body=lambda ctx: None, schedule="0 * * * *"),
     ]
     clock = FrozenClock(NOON + timedelta(minutes=7, seconds=3))
-    report = make_worker(database, jobs, clock=clock).run_once()
+    worker = worker_for(database, jobs, clock=clock, registered_before_latest=True)
+    report = worker.run_once()
     assert report.failed == 0
     assert {(r.job_name, r.scheduled_for) for r in rows(database)} == {
         ("minutely", NOON + timedelta(minutes=7)),
@@ -456,3 +457,30 @@ def test_run_at_start_must_be_a_bool():
 
     with pytest.raises(InvalidJob, match="run_at_start='yes' is not True or False"):
         Job(name="seed", body=lambda ctx: None, run_at_start="yes")
+
+
+def _register_at(database: Database, name: str, at: datetime) -> None:
+    with database.transaction() as session:
+        session.execute(
+            text("INSERT INTO job (name, created_at) VALUES (:n, :t)"), {"n": name, "t": at}
+        )
+
+
+def test_a_new_job_starts_from_its_registration_not_from_an_older_instant(database: Database):
+    """`worker --once` (a timer, a CronJob) no longer runs a new daily job at once, for an
+    instant long before it was deployed; it runs the first instant after deployment."""
+    ran: list[str] = []
+    jobs = [
+        Job(name="deployed-before", body=lambda ctx: ran.append("before"), schedule="0 0 * * *"),
+        Job(name="deployed-after", body=lambda ctx: ran.append("after"), schedule="0 0 * * *"),
+    ]
+    midnight = NOON + timedelta(hours=12)  # 2026-01-02 00:00
+    _register_at(database, "deployed-before", midnight - timedelta(hours=6))
+    _register_at(database, "deployed-after", midnight + timedelta(hours=5))
+    at_six = midnight + timedelta(hours=6)
+    report = worker_for(database, jobs, clock=FrozenClock(at_six)).run_once()
+    assert ran == ["before"]  # its midnight came after it was deployed: run, late
+    assert [(r.job_name, r.scheduled_for) for r in rows(database)] == [
+        ("deployed-before", midnight)
+    ]
+    assert report.failed == 0
