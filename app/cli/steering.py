@@ -37,6 +37,7 @@ from app.store.facade import Store
 logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MAX_REASON_CHARS = 500
 
 
 def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
@@ -147,6 +148,11 @@ def cmd_pause(args: argparse.Namespace, deployment: Deployment) -> int:
     """Pause one job, or all, on every replica."""
     if bool(args.job) == bool(args.all):
         raise ConfigError("name one JOB to pause, or pass --all")
+    if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
+        raise ConfigError(
+            f"--reason is {len(args.reason)} characters; give one of 1 to {MAX_REASON_CHARS} "
+            "(it is shown in every skipped run and in `cronlock jobs`)"
+        )
     store = ready_store(deployment.settings)
     # Stored, and shown by `jobs` and in every SKIPPED run: no secret goes with it.
     reason = scrub(args.reason, deployment.settings.secrets)

@@ -111,3 +111,17 @@ def test_a_worker_whose_tables_are_dropped_says_so_once_and_stops(
     assert line["level"] == "CRITICAL"
     assert "cronlock's tables are gone" in line["message"]
     assert "cronlock migrate" in line["message"]
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "x" * 501])
+def test_a_pause_reason_that_is_empty_or_huge_is_refused(
+    jobs_env, tmp_path: Path, database: Database, reason: str
+):
+    result = cronlock("pause", "sync", "--reason", reason, cwd=tmp_path, **jobs_env)
+    assert result.returncode == 2
+    assert "give one of 1 to 500" in result.stderr
+    with database.transaction() as session:
+        assert (
+            session.execute(text("SELECT count(*) FROM job WHERE paused_at IS NOT NULL")).scalar()
+            == 0
+        )
