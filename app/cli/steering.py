@@ -23,7 +23,6 @@ from app.core.display import printable
 from app.core.job import Job
 from app.core.outcomes import RunOutcome, RunStatus, Trigger
 from app.core.redaction import scrub
-from app.core.stops import StopNow
 from app.errors import ConfigError, UnknownJob
 from app.registry import (
     unknown_job_message,
@@ -79,14 +78,13 @@ def _run_now(store: Store, job: Job, request: ClaimRequest, deployment: Deployme
 @contextmanager
 def stop_signals_interrupt(alarm: Alarm) -> Iterator[list[int]]:
     """Within the block, SIGINT and SIGTERM stop the command at once: a running body is
-    interrupted (its run ends FAILURE); elsewhere StopNow is raised. Yields the signals seen."""
+    interrupted (its run ends FAILURE), a run being set up or recorded finishes first;
+    elsewhere StopNow is raised. Yields the signals seen."""
     received: list[int] = []
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
-        reason = f"interrupted by {signal.Signals(signum).name}"
-        alarm.interrupt_now(reason)
-        raise StopNow(reason, exit_code=128 + signum)
+        alarm.stop_now(f"interrupted by {signal.Signals(signum).name}", exit_code=128 + signum)
 
     previous = {number: signal.signal(number, handle) for number in STOP_SIGNALS}
     try:

@@ -84,7 +84,7 @@ def execute(
     Every line logged meanwhile carries the job's name.
     """
     scope = run_scope(claim.run_id, claim.scheduled_for.isoformat(), claim.attempt)
-    with job_scope(job.name), scope:
+    with job_scope(job.name), scope, alarm.protected():
         return _execute(
             store, job, claim, settings, expires_at=expires_at, alarm=alarm, heartbeat=heartbeat
         )

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from app.core.stops import RunInterrupted
+from app.core.stops import RunInterrupted, StopNow
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class Alarm:
         self._reason = ""
         self._in_body = False
         self._fired: str | None = None
+        self._protected = False
+        self._deferred: str | None = None
 
     @staticmethod
     def available() -> bool:
@@ -61,6 +63,29 @@ class Alarm:
             self._fired = reason
             raise RunInterrupted(reason)
 
+    def stop_now(self, reason: str, *, exit_code: int = 130) -> None:
+        """A stop that cannot wait (a second signal; a signal to a command).
+
+        In a body: interrupt it now (its run ends FAILURE with `reason`). Around a
+        claimed run (`protected`): never cut its bookkeeping short; interrupt its body
+        as it starts, if it has not yet. Elsewhere: raise StopNow.
+        """
+        self.interrupt_now(reason)
+        if self._protected:
+            self._deferred = reason
+            return
+        raise StopNow(reason, exit_code=exit_code)
+
+    @contextmanager
+    def protected(self) -> Iterator[None]:
+        """The span of a claimed run, from its claim to its recorded outcome."""
+        self._protected = True
+        try:
+            yield
+        finally:
+            self._protected = False
+            self._deferred = None
+
     def take_fired(self) -> str | None:
         """Why the body was interrupted since the last call, if it was: a body that
         caught the interrupt and returned still ends FAILURE for that reason."""
@@ -71,6 +96,9 @@ class Alarm:
     def body(self) -> Iterator[None]:
         """Mark the span in which an interrupt may be raised."""
         self._fired = None
+        if self._deferred is not None:  # a stop came while the run was being set up
+            self._fired, self._deferred = self._deferred, None
+            raise RunInterrupted(self._fired)
         self._in_body = True
         try:
             yield

@@ -23,7 +23,6 @@ from app.core.claims import ClaimRequest, ClaimUnacknowledged, Skip
 from app.core.job import ConfiguredJob
 from app.core.outcomes import RunOutcome, RunStatus, TickReport, Trigger
 from app.core.planning import Missed, PendingInstant
-from app.core.stops import StopNow
 from app.errors import DatabaseError, SchemaMissing
 from app.ops import metrics
 from app.ops.health import Liveness
@@ -145,9 +144,8 @@ class Worker:
         """Interrupt the current run now (it is recorded FAILURE) and stop."""
         self.forced_stop = True
         self.stop_event.set()
-        # Whichever of the two it raises, a run in progress records the same reason.
-        self.alarm.interrupt_now(SECOND_SIGNAL)
-        raise StopNow(SECOND_SIGNAL)
+        # A run in progress records this reason, wherever in the run the signal lands.
+        self.alarm.stop_now(SECOND_SIGNAL)
 
     # -- starting ------------------------------------------------------------
 

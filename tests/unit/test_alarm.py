@@ -166,3 +166,38 @@ def test_outside_the_main_thread_arming_does_nothing(alarm: Alarm):
     assert (available, errors) == ([False], [])
     assert no_timer()
     assert alarm.available()
+
+
+# -- stop_now: a stop that cannot wait, wherever it lands ---------------------------
+
+
+def test_stop_now_in_a_body_interrupts_it(alarm: Alarm):
+    with pytest.raises(RunInterrupted, match="interrupted by SIGTERM"), alarm.body():
+        alarm.stop_now("interrupted by SIGTERM")
+
+
+def test_stop_now_between_runs_raises_stop_now_with_its_exit_code(alarm: Alarm):
+    from app.core.stops import StopNow
+
+    with pytest.raises(StopNow) as raised:
+        alarm.stop_now("interrupted by SIGTERM", exit_code=143)
+    assert (raised.value.reason, raised.value.exit_code) == ("interrupted by SIGTERM", 143)
+
+
+def test_stop_now_while_a_run_is_set_up_interrupts_its_body_as_it_starts(alarm: Alarm):
+    ran: list[str] = []
+    with alarm.protected():
+        alarm.stop_now("interrupted by a second stop signal")  # no raise: bookkeeping goes on
+        with pytest.raises(RunInterrupted, match="a second stop signal"), alarm.body():
+            ran.append("body")
+        assert alarm.take_fired() == "interrupted by a second stop signal"
+    assert ran == []
+
+
+def test_stop_now_after_a_body_lets_the_outcome_be_recorded(alarm: Alarm):
+    with alarm.protected():
+        with alarm.body():
+            pass
+        alarm.stop_now("interrupted by SIGINT")  # while recording: no raise
+        recorded = True
+    assert recorded
