@@ -162,7 +162,9 @@ def _interrupts_recorded(run: Execution) -> Iterator[None]:
     except BaseException as exc:
         close_transaction(run.transaction)
         reason = (
-            exc.reason if isinstance(exc, RunInterrupted) else f"interrupted: {type(exc).__name__}"
+            exc.reason
+            if isinstance(exc, RunInterrupted | StopNow)
+            else f"interrupted: {type(exc).__name__}"
         )
         interrupted = Outcome(RunStatus.FAILURE, error=scrub(reason, run.settings.secrets))
         record_outcome(
