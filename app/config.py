@@ -243,6 +243,11 @@ class Settings:
                 f"METRICS_PORT={shown(raw_port)} is not a port; use 1-65535, e.g. 9464"
             )
         raw_watchdog = env.get("WATCHDOG_USEC", "").strip()
+        if raw_watchdog and not _WHOLE.fullmatch(raw_watchdog):
+            raise ConfigError(
+                f"WATCHDOG_USEC={shown(raw_watchdog)} is not a whole number of microseconds in "
+                "ASCII digits; systemd sets it from WatchdogSec=, so unset it by hand"
+            )
         webhook = _webhook_url(env)
         return cls(
             alert_after_failures=int(_positive(env, "ALERT_AFTER_FAILURES", 3, whole=True)),
@@ -250,8 +255,7 @@ class Settings:
             metrics_port=int(raw_port) if raw_port else None,
             metrics_host=env.get("METRICS_HOST", "").strip() or "0.0.0.0",  # noqa: S104
             notify_socket=env.get("NOTIFY_SOCKET", "").strip() or None,
-            # Set by systemd, never by hand: one that is not a number is ignored.
-            watchdog_usec=int(raw_watchdog) if _WHOLE.fullmatch(raw_watchdog) else None,
+            watchdog_usec=int(raw_watchdog) if raw_watchdog else None,
             database_url=database_url,
             log_format=log_format,
             secrets=tuple(secrets_in(env, database_url)),

@@ -174,9 +174,13 @@ def test_bad_values_get_one_clear_short_error(environ: dict[str, str], message: 
     assert len(raised.value.message) < 400
 
 
-def test_a_watchdog_value_that_is_not_ascii_digits_is_ignored():
-    assert Settings.from_env({"WATCHDOG_USEC": "\uff13\uff10"}).watchdog_usec is None
-    assert Settings.from_env({"WATCHDOG_USEC": "9" * 5000}).watchdog_usec is None
+@pytest.mark.parametrize("raw", ["\uff13\uff10", "9" * 5000, "30s"])
+def test_a_watchdog_value_that_is_not_ascii_digits_is_refused(raw: str):
+    with pytest.raises(ConfigError, match=r"WATCHDOG_USEC=.* is not a whole number"):
+        Settings.from_env({"WATCHDOG_USEC": raw})
+
+
+def test_a_watchdog_value_in_ascii_digits_is_read():
     assert Settings.from_env({"WATCHDOG_USEC": "30000000"}).watchdog_usec == 30_000_000
 
 

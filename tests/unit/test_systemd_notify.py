@@ -75,7 +75,7 @@ def test_watchdog_is_sent_again_once_the_interval_allows(systemd):
     assert received(sock) == ["WATCHDOG=1"] * 3
 
 
-@pytest.mark.parametrize("watchdog", [{}, {"WATCHDOG_USEC": "0"}, {"WATCHDOG_USEC": "soon"}])
+@pytest.mark.parametrize("watchdog", [{}, {"WATCHDOG_USEC": "0"}])
 def test_no_watchdog_without_a_watchdog_interval(systemd, watchdog: dict[str, str]):
     sock, path = systemd
     notifier = notifier_for({"NOTIFY_SOCKET": path, **watchdog})
