@@ -126,7 +126,11 @@ def test_sigterm_lets_the_current_run_finish(database: Database, db_url: str, tm
     assert "SIGTERM received" in stderr
     with database.transaction() as session:
         runs = session.execute(text("SELECT status, result FROM job_execution")).all()
-    assert [(r.status, r.result) for r in runs] == [("SUCCESS", {"finished": True})]
+    # A worker slow to start (a loaded machine) may find an instant already past:
+    # recorded MISSED, as it should be. The run it started is what this test is about.
+    assert [(r.status, r.result) for r in runs if r.status != "MISSED"] == [
+        ("SUCCESS", {"finished": True})
+    ]
 
 
 def test_a_second_signal_stops_at_once_and_records_failure(
@@ -151,7 +155,8 @@ def test_a_second_signal_stops_at_once_and_records_failure(
     assert worker.returncode == 130
     with database.transaction() as session:
         runs = session.execute(text("SELECT status, error_message FROM job_execution")).all()
-    assert [(r.status, r.error_message) for r in runs] == [
+    # As above: a MISSED instant from a slow start is not the run this test stops.
+    assert [(r.status, r.error_message) for r in runs if r.status != "MISSED"] == [
         ("FAILURE", "interrupted by a second stop signal")
     ]
 
