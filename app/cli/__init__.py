@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force", action="store_true", help="run even if the job is disabled or paused"
     )
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the job's model (repeatable); checked before anything runs",
+    )
+    run.add_argument(
+        "--params-json", metavar="JSON", help="parameters as a JSON object (--param wins)"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run with ctx.dry_run true: the body must write nothing (its sessions roll back)",
+    )
     run.set_defaults(handler=cmd_run)
 
     command("jobs", help="list jobs, next instants and last runs").set_defaults(handler=cmd_jobs)
@@ -169,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = scrub(exc.message, secrets_in(os.environ, os.environ.get("DATABASE_URL")))
         if isinstance(exc, ConfigError):
             message += _set_in_file(message, from_file, env_file)
-        print(f"cronlock {args.command}: error: {printable(message)}", file=sys.stderr)
+        # One line, or one per problem (a job's refused parameters), each escaped.
+        shown = "\n".join(printable(line) for line in message.split("\n"))
+        print(f"cronlock {args.command}: error: {shown}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         print(f"cronlock {args.command}: interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ from app.core.claims import ClaimRequest, Skip, Wait
 from app.core.display import printable
 from app.core.job import Job
 from app.core.outcomes import RunOutcome, RunStatus, Trigger
+from app.core.params import params_from_cli, validate_params
 from app.core.redaction import scrub
 from app.errors import ConfigError, UnknownJob
 from app.registry import (
@@ -48,6 +49,8 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
             f"job {job.name!r} is disabled by {env_prefix(job.name)}_ENABLED; "
             "enable it, or pass --force to run it anyway"
         )
+    # Checked before anything is written: a bad field is exit 2, one line each.
+    params = validate_params(job.name, job.params, params_from_cli(args.param, args.params_json))
     store = ready_store(deployment.settings)
     store.ensure_jobs([job.name])
     request = claim_request(
@@ -58,6 +61,9 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
         worker_id=default_worker_id(),
         wait_for_lock=True,
         ignore_pause=args.force,
+        params=params,
+        dry_run=args.dry_run,
+        requested_by=operator(),
     )
     return _run_now(store, job, request, deployment)
 
@@ -138,6 +144,10 @@ def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
         wait_for_lock=True,
         ignore_pause=True,
         retry_run_id=run.id,
+        # The same parameters and dry-run as the run it retries.
+        params=run.params,
+        dry_run=run.dry_run,
+        requested_by=operator(),
     )
     return _run_now(store, job, request, deployment)
 

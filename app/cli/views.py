@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from app.cli.common import (
@@ -14,6 +15,9 @@ from app.cli.common import (
     ready_store,
     table,
 )
+from app.config import Settings
+from app.core.display import cut
+from app.core.job import ConfiguredJob
 from app.errors import UnknownJob
 from app.registry import (
     unknown_job_message,
@@ -45,9 +49,7 @@ def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
                 configured.name,
                 configured.schedule.expression,
                 "yes" if configured.enabled else "no",
-                fmt_time(configured.schedule.next_after(now), settings)
-                if configured.enabled
-                else "-",
+                _next_run(configured, now, settings),
                 f"{last.status} {fmt_time(last.started_at, settings)}" if last else "never",
                 str(record.runs),
                 str(record.failures),
@@ -77,6 +79,14 @@ def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
     return EXIT_OK
 
 
+def _next_run(configured: ConfiguredJob, now: datetime, settings: Settings) -> str:
+    if not configured.enabled:
+        return "-"
+    if configured.job.manual_only:
+        return "manual only (parameters without defaults)"
+    return fmt_time(configured.schedule.next_after(now), settings)
+
+
 def _fmt_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
@@ -95,6 +105,9 @@ def _record_json(run: RunRecord) -> dict[str, Any]:
         "worker_id": run.worker_id,
         "error_message": run.error_message,
         "result": run.result,
+        "params": run.params,
+        "dry_run": run.dry_run,
+        "requested_by": run.requested_by,
     }
 
 
@@ -125,7 +138,7 @@ def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
             str(r.attempt),
             f"{r.duration_s * 1000:.0f} ms" if r.duration_s is not None else "-",
             r.worker_id,
-            (r.error_message or (json.dumps(r.result) if r.result else ""))[:80],
+            _detail(r),
         ]
         for r in runs
     ]
@@ -143,6 +156,15 @@ def cmd_history(args: argparse.Namespace, deployment: Deployment) -> int:
     filtered = args.job or args.status or args.failed
     print(table(headers, rows) if rows else "no runs match" if filtered else "no runs recorded")
     return EXIT_OK
+
+
+def _detail(run: RunRecord) -> str:
+    """The error or result, after the run's parameters and whether it was a dry run."""
+    parts = ["dry run"] if run.dry_run else []
+    if run.params:
+        parts.append("params " + json.dumps(run.params, separators=(",", ":")))
+    parts.append(run.error_message or (json.dumps(run.result) if run.result else ""))
+    return cut("; ".join(p for p in parts if p), 120)
 
 
 def cmd_next(args: argparse.Namespace, deployment: Deployment) -> int:

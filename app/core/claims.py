@@ -30,6 +30,8 @@ class Claim:
     worker_id: str
     started_at: datetime
     alert_open: bool = False
+    params: Mapping[str, Any] | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,10 @@ class ClaimRequest:
     ignore_pause: bool = False
     retry_run_id: int | None = None
     redact: Callable[[str], str] = str
+    # A manual run's validated parameters (JSON), dry run, and who asked for it.
+    params: Mapping[str, Any] | None = None
+    dry_run: bool = False
+    requested_by: str | None = None
 
 
 class ClaimUnacknowledged(DatabaseError):  # noqa: N818 - reads as the condition it reports

@@ -7,6 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
+from app.core.params import requires_params
 from app.core.schedule import Schedule
 from app.errors import InvalidJob, shown
 
@@ -40,6 +43,8 @@ class Job:
     instant may still run (None: one period; 0: never late). `run_at_start`: when a
     worker starts, the latest instant runs if no replica has run it yet (so `every
     5m` runs at once, then every five minutes; once across replicas starting together).
+    `params`: a pydantic model of the parameters a run by hand may give; scheduled
+    runs use its defaults, and a model with required fields makes the job manual-only.
     """
 
     name: str
@@ -54,6 +59,12 @@ class Job:
     transactional: bool = False
     misfire_grace_s: float | None = None
     run_at_start: bool = False
+    params: type[BaseModel] | None = None
+
+    @property
+    def manual_only(self) -> bool:
+        """A job whose parameters have no defaults runs only by hand, never scheduled."""
+        return requires_params(self.params)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -96,6 +107,10 @@ def _check_types(job: Job) -> None:
         problems.append(f"description={shown(job.description)} is not a string")
     if isinstance(job.retries, bool) or not isinstance(job.retries, int):
         problems.append(f"retries={shown(job.retries)} is not a whole number")
+    if job.params is not None and not (
+        isinstance(job.params, type) and issubclass(job.params, BaseModel)
+    ):
+        problems.append(f"params={shown(job.params)} is not a pydantic model class")
     for option in ("transactional", "run_at_start"):
         if not isinstance(getattr(job, option), bool):
             problems.append(f"{option}={shown(getattr(job, option))} is not True or False")
@@ -146,6 +161,7 @@ def job(
     transactional: bool = False,
     misfire_grace_s: float | None = None,
     run_at_start: bool = False,
+    params: type[BaseModel] | None = None,
 ) -> Callable[[JobBody], Job]:
     """Decorate a body to define a job; the docstring's first line is the default description."""
 
@@ -164,6 +180,7 @@ def job(
             transactional=transactional,
             misfire_grace_s=misfire_grace_s,
             run_at_start=run_at_start,
+            params=params,
         )
 
     return define

@@ -38,6 +38,13 @@ def observe_schedules(jobs: Sequence[ConfiguredJob], now: datetime) -> None:
                 extra={"event": "job_disabled", "job": configured.name},
             )
             continue
+        if configured.job.manual_only:
+            logger.info(
+                "job %s runs only by hand: its parameters have no defaults",
+                configured.name,
+                extra={"event": "job_manual_only", "job": configured.name},
+            )
+            continue
         logger.info(
             "job %s: schedule %r, next at %s",
             configured.name,

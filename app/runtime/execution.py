@@ -22,6 +22,7 @@ from app.config import Settings
 from app.core.claims import Claim
 from app.core.job import Job
 from app.core.outcomes import Outcome, RunOutcome, RunStatus, checked_result, retry_delay_s
+from app.core.params import model_of
 from app.core.redaction import scrub, scrub_json
 from app.core.stops import RunInterrupted, StopNow, describe
 from app.errors import DatabaseError
@@ -65,6 +66,8 @@ class Execution:
             timeout_s=self.job.timeout_s,
             transaction=self.transaction,
             lease_lost=lambda: self.lease.lost,
+            params=model_of(self.job.params, self.claim.params),
+            dry_run=self.claim.dry_run,
         )
 
 
@@ -151,7 +154,16 @@ def _prepare_and_run(run: Execution, alarm: Alarm) -> Outcome:
         except DatabaseError as exc:
             # The run is committed RUNNING, so it must end FAILURE, not linger.
             return Outcome(RunStatus.FAILURE, error=f"could not begin the run: {exc.message}")
-        return _run_body(run.job, run.context(), alarm)
+        context = run.context()
+        try:
+            return _run_body(run.job, context, alarm)
+        finally:
+            context.end_dry_run()
+            if run.claim.dry_run and run.transaction is not None:
+                # A dry run's transactional writes never commit: its outcome is recorded
+                # on its own.
+                close_transaction(run.transaction)
+                run.transaction = None
 
 
 @contextmanager

@@ -7,10 +7,11 @@ same lock and pre-checks as a scheduled one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -56,10 +57,14 @@ def claim_request(
     wait_for_lock: bool = False,
     ignore_pause: bool = False,
     retry_run_id: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+    requested_by: str | None = None,
 ) -> ClaimRequest:
     """What to claim for `job` at `scheduled_for`, with the job's rules and pre-check.
 
     `retry_run_id` names a FAILED run of that instant to retry now (`cronlock retry`).
+    `params` are already validated by the job's model (`app.core.params`).
     """
     pre_check = job.pre_check
 
@@ -97,6 +102,9 @@ def claim_request(
         ignore_pause=ignore_pause,
         retry_run_id=retry_run_id,
         redact=lambda text: scrub(text, settings.secrets),
+        params=params,
+        dry_run=dry_run,
+        requested_by=requested_by,
     )
 
 

@@ -87,7 +87,8 @@ class Worker:
         self.notifier = notifier or Notifier(None)
         self.liveness = Liveness()
         self.jobs = list(jobs)
-        self.enabled = [j for j in self.jobs if j.enabled]
+        # Scheduled: enabled, and not manual-only (parameters without defaults).
+        self.enabled = [j for j in self.jobs if j.enabled and not j.job.manual_only]
         self.settings = settings
         self.worker_id = worker_id or default_worker_id()
         self.clock = clock

@@ -131,7 +131,17 @@ UPSTREAMS = (
 # clock_timestamp(), not now(): now() is the claim transaction's start, which can
 # precede the upstream SUCCESS this claim has just read.
 _STARTED = {"started_at": func.clock_timestamp(), "heartbeat_at": func.clock_timestamp()}
-_INSERTED = ("job_name", "status", "scheduled_for", "trigger", "attempt", "worker_id")
+_INSERTED = (
+    "job_name",
+    "status",
+    "scheduled_for",
+    "trigger",
+    "attempt",
+    "worker_id",
+    "params",
+    "dry_run",
+    "requested_by",
+)
 INSERT = compile_statement(
     insert(_run).values(**_STARTED).returning(_run.id, _run.started_at), keys=_INSERTED
 )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -206,6 +207,8 @@ def _decide_and_insert(
         attempt=attempt,
         worker_id=request.worker_id,
         started_at=created.started_at,
+        params=request.params,
+        dry_run=request.dry_run,
     )
 
 
@@ -345,6 +348,9 @@ def _insert(
         "trigger": request.trigger,
         "attempt": attempt,
         "worker_id": request.worker_id,
+        "params": None if request.params is None else Jsonb(request.params),
+        "dry_run": request.dry_run,
+        "requested_by": request.requested_by,
     }
     if status == RunStatus.RUNNING:
         return conn.fetch_one(sql.INSERT, values)

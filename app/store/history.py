@@ -30,6 +30,9 @@ class RunRecord:
     worker_id: str
     error_message: str | None
     result: dict[str, Any] | None
+    params: dict[str, Any] | None = None
+    dry_run: bool = False
+    requested_by: str | None = None
 
     @property
     def duration_s(self) -> float | None:

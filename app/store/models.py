@@ -131,3 +131,8 @@ class JobExecution(Base):
     # Set on a FAILURE that will be retried, cleared when the retry claims it: the
     # pending retries are the few rows of a small partial index.
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A manual run's parameters (validated by the job's model), whether it was a dry
+    # run, and who asked for it; NULL, false and NULL for scheduled runs.
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    dry_run: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    requested_by: Mapped[str | None] = mapped_column(Text)

@@ -96,7 +96,11 @@ def test_load_registry_from_a_file(tmp_path: Path):
 
 
 def test_load_registry_from_the_shipped_module():
-    assert load_registry("instrumentation").names == ["prune-job-history", "report-database-stats"]
+    assert load_registry("instrumentation").names == [
+        "prune-job-history",
+        "report-database-stats",
+        "redact-stored-secrets",
+    ]
 
 
 @pytest.mark.parametrize(
