@@ -64,13 +64,18 @@ class RunContext:
         when the run ends, whatever the body commits: the contract is that a dry
         run writes nothing, and this makes it so for cronlock's database.
         """
+        # In a dry run, a savepoint: a body's rollback() and commit() then stay inside
+        # the transaction cronlock rolls back (with rollback_only, a rollback would end
+        # it and the next commit would commit for real).
+        if self.transaction is not None and self.dry_run:
+            return Session(bind=self.transaction, join_transaction_mode="create_savepoint")
         if self.transaction is not None:
             return Session(bind=self.transaction, join_transaction_mode="rollback_only")
         if self.dry_run:
             conn = self.database.engine.connect()
             conn.begin()
             self._dry_connections.append(conn)
-            session = Session(bind=conn, join_transaction_mode="rollback_only")
+            session = Session(bind=conn, join_transaction_mode="create_savepoint")
             if self.timeout_s is not None:
                 cap_statements(session, self.timeout_s)
             return session
@@ -92,5 +97,7 @@ class RunContext:
             conn = self._dry_connections.pop()
             try:
                 conn.rollback()
+            except Exception:  # a broken connection: nothing of it was committed
+                self.logger.warning("could not roll back a dry run's session", exc_info=True)
             finally:
                 conn.close()

@@ -155,6 +155,7 @@ def _prepare_and_run(run: Execution, alarm: Alarm) -> Outcome:
             # The run is committed RUNNING, so it must end FAILURE, not linger.
             return Outcome(RunStatus.FAILURE, error=f"could not begin the run: {exc.message}")
         context = run.context()
+        run.heartbeat.body_started(run.lease)
         try:
             return _run_body(run.job, context, alarm)
         finally:

@@ -31,7 +31,7 @@ class Alarm:
         self._reason = ""
         self._in_body = False
         self._fired: str | None = None
-        self._protected = False
+        self._protected = 0
         self._deferred: str | None = None
 
     @staticmethod
@@ -78,13 +78,16 @@ class Alarm:
 
     @contextmanager
     def protected(self) -> Iterator[None]:
-        """The span of a claimed run, from its claim to its recorded outcome."""
-        self._protected = True
+        """The span of a claimed run, from its claim to its recorded outcome (nests)."""
+        self._protected += 1
         try:
             yield
         finally:
-            self._protected = False
-            self._deferred = None
+            self._protected -= 1
+            if not self._protected:
+                # The stop is not lost: whoever deferred it also set the worker's stop
+                # event, or the command's record of the signal.
+                self._deferred = None
 
     def take_fired(self) -> str | None:
         """Why the body was interrupted since the last call, if it was: a body that

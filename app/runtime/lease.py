@@ -70,9 +70,11 @@ class Lease:
     last_renewed: float = field(default_factory=time.monotonic)
     next_beat_at: float = 0.0
     lost_reason: str | None = None
-    # For a job with a timeout: when a body that ignored its interrupt is given up.
+    # For a job with a timeout: when a body that ignored its interrupt is given up
+    # (set as the body starts, see `body_started`), and whether it was.
     give_up_at: float | None = None
     timeout_s: float | None = None
+    given_up: bool = False
     _losing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -132,9 +134,15 @@ class Heartbeat:
         fence_after_s = max(self.stale_after_s - self.interval_s, self.stale_after_s / 2)
         lease = Lease(run_id, job_name, fence_after_s, timeout_s=timeout_s)
         lease.next_beat_at = lease.last_renewed + self.interval_s
-        if timeout_s is not None:
-            lease.give_up_at = lease.last_renewed + timeout_s + ignored_timeout_grace_s(timeout_s)
         return lease
+
+    def body_started(self, lease: Lease) -> None:
+        """The body starts now: its timeout, and the grace after it, count from here."""
+        if lease.timeout_s is not None:
+            grace_s = ignored_timeout_grace_s(lease.timeout_s)
+            with self._state:
+                lease.give_up_at = time.monotonic() + lease.timeout_s + grace_s
+                self._state.notify()
 
     @contextmanager
     def track(self, lease: Lease) -> Iterator[Lease]:
@@ -165,10 +173,8 @@ class Heartbeat:
         with self._state:
             while not self._closed:
                 lease = self._current
-                # lost_reason, not lost: a renewal due now must be sent before the
-                # deadline is judged, or a late wake-up would give up a live run.
-                if lease is None or lease.lost_reason is not None:
-                    self._state.wait()
+                if lease is None or lease.given_up:
+                    self._state.wait()  # a given-up body no longer counts as progress
                     continue
                 now = time.monotonic()
                 if lease.give_up_at is not None and now >= lease.give_up_at:
@@ -181,6 +187,13 @@ class Heartbeat:
                 if now >= self._next_alive_at:
                     self._next_alive_at = now + self.alive_every_s
                     self._say_alive()
+                # lost_reason, not lost: a renewal due now must be sent before the
+                # deadline is judged, or a late wake-up would give up a live run.
+                if lease.lost_reason is not None:
+                    # No more renewals, but the body still runs: keep the worker alive.
+                    give_up_in = (lease.give_up_at or math.inf) - now
+                    self._state.wait(min(self._next_alive_at - now, give_up_in))
+                    continue
                 due_in = lease.next_beat_at - now
                 if due_in > 0:
                     give_up_in = (lease.give_up_at or math.inf) - now
@@ -200,6 +213,10 @@ class Heartbeat:
         lease is lost (`should_stop()` is true), and this thread stops reporting
         the worker alive, so /healthz fails and the systemd watchdog restarts it.
         """
+        with self._state:
+            if self._current is not lease or lease.given_up:
+                return  # the body ended meanwhile: its own outcome is recorded
+            lease.given_up = True
         grace_s = ignored_timeout_grace_s(lease.timeout_s or 0.0)
         reason = (
             f"timed out after {lease.timeout_s:g}s and did not stop within {grace_s:g}s more; "

@@ -121,7 +121,10 @@ def claim_and_run(
 
     A claim whose COMMIT goes unanswered is asked about at once, once: a command
     has no later pass to settle it in, and its run would look live until stale.
+    A stop that cannot wait interrupts the wait for the lock, but once the claim
+    has committed it lets the run be recorded (`Alarm.protected`).
     """
+    alarm = alarm or Alarm()
     try:
         with job_scope(job.name):
             claimed: ClaimResult | RunOutcome = store.claim(request)
@@ -135,7 +138,8 @@ def claim_and_run(
                 claimed = store.claim(request)
     if isinstance(claimed, RunOutcome):
         return claimed
-    return _follow(store, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
+    with alarm.protected():
+        return _follow(store, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,23 @@ def claim_next_and_run(
     alarm: Alarm | None = None,
     heartbeat: Heartbeat | None = None,
 ) -> NextRun:
-    """Claim the first candidate, in order, that is neither settled nor held, and run it."""
+    """Claim the first candidate, in order, that is neither settled nor held, and run it.
+
+    The claim takes no lock it must wait for (SKIP LOCKED), so a stop that cannot
+    wait is held off for the whole of it: a run claimed is always recorded.
+    """
+    alarm = alarm or Alarm()
+    with alarm.protected():
+        return _claim_next_and_run(store, candidates, settings, alarm, heartbeat)
+
+
+def _claim_next_and_run(
+    store: Store,
+    candidates: Sequence[tuple[Job, ClaimRequest]],
+    settings: Settings,
+    alarm: Alarm,
+    heartbeat: Heartbeat | None,
+) -> NextRun:
     picked = store.claim_next([request for _, request in candidates])
     for position, skip in picked.settled.items():
         job, request = candidates[position]

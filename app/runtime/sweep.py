@@ -51,10 +51,10 @@ class StaleRunSweep:
         """Close the stale RUNNING runs, if a sweep is due; the runs closed."""
         if self.next_at is None or now < self.next_at:
             return []
-        self.next_at = None
         found = self._store.close_stale_runs(
             stale_after_s=self._stale_after_s, by=self._worker_id, retry=self._retries(now)
         )
+        self.next_at = None  # only once it answered: after an outage the sweep is still due
         if found.next_stale_in_s is not None:
             # A moment after it would go stale: a live run has renewed by then.
             wait_s = max(found.next_stale_in_s, 0.0) + min(self._interval_s, 1.0)

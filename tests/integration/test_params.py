@@ -269,3 +269,19 @@ def test_the_shipped_backfill_masks_old_secrets_after_a_dry_run(database: Databa
     assert results[0].dry_run is True
     assert results[1].result["changed"] == 2
     assert results[1].result["failed"] == 0
+
+
+def test_a_dry_run_body_that_rolls_back_then_commits_still_writes_nothing(database: Database):
+    _scratch(database)
+
+    def fickle(ctx: RunContext) -> None:
+        session = ctx.session()
+        session.execute(text("INSERT INTO scratch VALUES ('first')"))
+        session.rollback()
+        session.execute(text("INSERT INTO scratch VALUES ('second')"))
+        session.commit()
+        session.close()
+
+    outcome = _run_by_hand(database, Job(name="fickle", body=fickle), {}, dry_run=True)
+    assert outcome.status == "SUCCESS"
+    assert _labels(database) == []
