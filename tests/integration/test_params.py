@@ -42,8 +42,10 @@ def _writer(ctx: RunContext) -> dict[str, object]:
     return {"limit": ctx.params.limit, "dry_run": ctx.dry_run}
 
 
-def _run_by_hand(database: Database, job: Job, params: dict, *, dry_run: bool):
-    settings = Settings.from_env({})
+def _run_by_hand(
+    database: Database, job: Job, params: dict, *, dry_run: bool, environ: dict | None = None
+):
+    settings = Settings.from_env(environ or {})
     store = Store(database)
     store.ensure_jobs([job.name])
     request = claim_request(
@@ -217,24 +219,15 @@ def test_the_shipped_backfill_masks_old_secrets_after_a_dry_run(database: Databa
                 ),
                 {"i": i + 1, "e": error, "r": result},
             )
-    settings = Settings.from_env({"PROVIDER_TOKEN": secret})
-    store = Store(database)
-    store.ensure_jobs([redact_stored_secrets.name])
 
     def run(*, dry_run: bool):
-        request = claim_request(
+        return _run_by_hand(
+            database,
             redact_stored_secrets,
-            scheduled_for=utc_now(),
-            trigger="manual",
-            settings=settings,
-            worker_id="test:1",
-            wait_for_lock=True,
-            params=validate_params(
-                "redact-stored-secrets", redact_stored_secrets.params, {"since": "2000-01-01"}
-            ),
+            {"since": "2000-01-01"},
             dry_run=dry_run,
+            environ={"PROVIDER_TOKEN": secret},
         )
-        return claim_and_run(store, redact_stored_secrets, request, settings=settings)
 
     def old_rows():
         with database.transaction() as session:
