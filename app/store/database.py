@@ -191,10 +191,19 @@ class Database:
         self.engine.dispose()
 
 
+def limit_waits(conn: Connection, timeout_s: float, *, locks: bool = False) -> None:
+    """Cap each statement of `conn`'s current transaction at `timeout_s` (and, with
+    `locks`, each wait for a row or table lock): SET LOCAL, gone with the transaction."""
+    milliseconds = str(max(int(timeout_s * 1000), 1))
+    settings = [func.set_config("statement_timeout", milliseconds, True)]
+    if locks:
+        settings.append(func.set_config("lock_timeout", milliseconds, True))
+    conn.execute(select(*settings))
+
+
 def cap_statements(session: Session, timeout_s: float) -> None:
     """Give every transaction of `session` a statement_timeout of `timeout_s`."""
-    milliseconds = str(max(int(timeout_s * 1000), 1))
 
     @event.listens_for(session, "after_begin")
     def _cap(_s: Session, _tx: SessionTransaction, connection: Connection) -> None:
-        connection.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+        limit_waits(connection, timeout_s)

@@ -13,14 +13,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from app.core.claims import ClaimRequest, ClaimResult, NextClaim
 from app.core.outcomes import Outcome, RunStatus
 from app.core.planning import Missed
 from app.store import claiming, control, history, runs
-from app.store.database import Database
+from app.store.database import Database, limit_waits
 from app.store.driver import DriverConnection
 from app.store.models import JobExecution
 
@@ -69,8 +69,7 @@ class Store:
             try:
                 conn.begin()
                 if timeout_s is not None:
-                    milliseconds = str(max(int(timeout_s * 1000), 1))
-                    conn.execute(select(func.set_config("statement_timeout", milliseconds, True)))
+                    limit_waits(conn, timeout_s)
             except BaseException:
                 conn.close()
                 raise

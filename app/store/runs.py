@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.core.outcomes import Outcome, RunStatus, Trigger
 from app.core.planning import Missed
-from app.store.database import Database
+from app.store.database import Database, limit_waits
 from app.store.driver import DriverConnection
 from app.store.models import JobExecution, JobRow
 from app.store.statements import compile_statement
@@ -181,14 +181,8 @@ def renew_lease(database: Database, run_id: int, *, timeout_s: float) -> bool:
     Waits at most `timeout_s` for the row or the server, so one stuck renewal does
     not hold up the next: the heartbeat thread serves every run of its worker.
     """
-    milliseconds = str(max(int(timeout_s * 1000), 1))
     with database.connection() as conn:
-        conn.execute(
-            select(
-                func.set_config("lock_timeout", milliseconds, True),
-                func.set_config("statement_timeout", milliseconds, True),
-            )
-        )
+        limit_waits(conn, timeout_s, locks=True)
         return conn.execute(_HEARTBEAT, {"run_id": run_id}).first() is not None
 
 
