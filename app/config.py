@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from app.core.redaction import secrets_in
+from app.core.tokens import ConsoleToken, parse_tokens
 from app.errors import ConfigError, shown
 
 DEFAULT_SCHEDULE = "0 0 * * *"
@@ -50,6 +51,8 @@ ENV_VARIABLES: tuple[str, ...] = (
     "LOG_FORMAT",
     "METRICS_PORT",
     "METRICS_HOST",
+    "CONSOLE_TOKEN",
+    "CONSOLE_READ_TOKEN",
     "ALERT_AFTER_FAILURES",
     "ALERT_WEBHOOK_URL",
     "NOTIFY_SOCKET",
@@ -226,6 +229,10 @@ class Settings:
     notify_socket: str | None = None
     watchdog_usec: int | None = None
     job_overrides: Mapping[str, str] = field(default_factory=dict)
+    # Mutations through the console need one of these; reads need one of either
+    # when read tokens are set, and nothing otherwise.
+    console_tokens: tuple[ConsoleToken, ...] = ()
+    console_read_tokens: tuple[ConsoleToken, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -249,7 +256,12 @@ class Settings:
                 "ASCII digits; systemd sets it from WatchdogSec=, so unset it by hand"
             )
         webhook = _webhook_url(env)
+        console_tokens = parse_tokens("CONSOLE_TOKEN", env.get("CONSOLE_TOKEN", ""))
+        read_tokens = parse_tokens("CONSOLE_READ_TOKEN", env.get("CONSOLE_READ_TOKEN", ""))
+        token_secrets = [t.secret for t in (*console_tokens, *read_tokens)]
         return cls(
+            console_tokens=console_tokens,
+            console_read_tokens=read_tokens,
             alert_after_failures=int(_positive(env, "ALERT_AFTER_FAILURES", 3, whole=True)),
             alert_webhook_url=webhook,
             metrics_port=int(raw_port) if raw_port else None,
@@ -258,7 +270,9 @@ class Settings:
             watchdog_usec=int(raw_watchdog) if raw_watchdog else None,
             database_url=database_url,
             log_format=log_format,
-            secrets=tuple(secrets_in(env, database_url)),
+            secrets=tuple(
+                sorted(set(secrets_in(env, database_url)) | set(token_secrets), key=len)[::-1]
+            ),
             data_dir=Path(env.get("CRONLOCK_DATA_DIR", "").strip() or ".cronlock"),
             jobs_module=env.get("JOBS_MODULE", "").strip() or "instrumentation",
             default_schedule=env.get("CRON_SCHEDULE", "").strip() or DEFAULT_SCHEDULE,

@@ -27,7 +27,7 @@ from app.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, Deployment, load_deploy
 from app.cli.schema import cmd_check, cmd_migrate
 from app.cli.steering import cmd_pause, cmd_resume, cmd_retry, cmd_run
 from app.cli.views import cmd_history, cmd_jobs, cmd_next
-from app.cli.worker import cmd_worker
+from app.cli.worker import cmd_serve, cmd_worker
 from app.core.display import printable
 from app.core.outcomes import RunStatus
 from app.core.redaction import scrub, secrets_in
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="settle the jobs due now, then exit (timers, CronJobs)"
     )
     worker.set_defaults(handler=cmd_worker)
+
+    serve = command(
+        "serve", help="serve the console and its API (METRICS_PORT) without running jobs"
+    )
+    serve.set_defaults(handler=cmd_serve)
 
     run = command("run", help="run one job now, through the lock")
     run.add_argument("job", metavar="JOB")

@@ -21,16 +21,13 @@ from app.config import env_prefix
 from app.core.claims import ClaimRequest, Skip, Wait
 from app.core.display import printable
 from app.core.job import Job
-from app.core.outcomes import RunOutcome, RunStatus, Trigger
+from app.core.outcomes import RunOutcome, RunStatus
 from app.core.params import params_from_cli, validate_params
 from app.core.redaction import scrub
-from app.errors import ConfigError, UnknownJob
-from app.registry import (
-    unknown_job_message,
-)
+from app.errors import ConfigError
 from app.runtime.interrupts import Alarm
-from app.runtime.runner import InstantResult, claim_and_run, claim_request
-from app.runtime.worker import default_worker_id, utc_now
+from app.runtime.manual import retry_request, run_now_request
+from app.runtime.runner import InstantResult, claim_and_run
 from app.store.control import operator
 from app.store.facade import Store
 
@@ -53,17 +50,14 @@ def cmd_run(args: argparse.Namespace, deployment: Deployment) -> int:
     params = validate_params(job.name, job.params, params_from_cli(args.param, args.params_json))
     store = ready_store(deployment.settings)
     store.ensure_jobs([job.name])
-    request = claim_request(
+    request = run_now_request(
         job,
-        scheduled_for=utc_now(),
-        trigger=Trigger.MANUAL,
-        settings=deployment.settings,
-        worker_id=default_worker_id(),
-        wait_for_lock=True,
-        ignore_pause=args.force,
+        deployment.settings,
         params=params,
         dry_run=args.dry_run,
         requested_by=operator(),
+        wait_for_lock=True,
+        ignore_pause=args.force,
     )
     return _run_now(store, job, request, deployment)
 
@@ -116,38 +110,13 @@ def _print_result(job_name: str, result: InstantResult) -> int:
 def cmd_retry(args: argparse.Namespace, deployment: Deployment) -> int:
     """Re-run a FAILED run's instant as a new attempt, through the lock."""
     store = ready_store(deployment.settings)
-    run = store.get_run(args.run_id)
-    if run is None:
-        raise ConfigError(f"no run has id {args.run_id}; `cronlock history --failed` lists them")
-    if run.status != RunStatus.FAILURE:
-        raise ConfigError(f"run {run.id} is {run.status}; only a FAILURE can be retried")
-    if run.job_name not in deployment.registry:
-        raise UnknownJob(unknown_job_message(run.job_name, deployment.registry.names))
-    newest = store.latest_attempt(run.job_name, run.scheduled_for)
-    if newest.attempt != run.attempt:
-        follow = {
-            RunStatus.FAILURE: f"retry run {newest.id} instead",
-            RunStatus.RUNNING: f"wait for run {newest.id} to finish",
-            RunStatus.SUCCESS: "there is nothing left to retry",
-        }.get(RunStatus(newest.status), "only a FAILURE can be retried")
-        raise ConfigError(
-            f"run {run.id} is attempt {run.attempt} of its instant, which already has attempt "
-            f"{newest.attempt} (run {newest.id}, {newest.status}); {follow}"
-        )
-    job = deployment.registry.get(run.job_name)
-    request = claim_request(
-        job,
-        scheduled_for=run.scheduled_for,
-        trigger=Trigger.MANUAL,
-        settings=deployment.settings,
-        worker_id=default_worker_id(),
-        wait_for_lock=True,
-        ignore_pause=True,
-        retry_run_id=run.id,
-        # The same parameters and dry-run as the run it retries.
-        params=run.params,
-        dry_run=run.dry_run,
+    job, request = retry_request(
+        store,
+        deployment.registry,
+        deployment.settings,
+        args.run_id,
         requested_by=operator(),
+        wait_for_lock=True,
     )
     return _run_now(store, job, request, deployment)
 

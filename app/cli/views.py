@@ -18,12 +18,13 @@ from app.cli.common import (
 from app.config import Settings
 from app.core.display import cut
 from app.core.job import ConfiguredJob
+from app.core.stats import RunStats
 from app.errors import UnknownJob
 from app.registry import (
     unknown_job_message,
 )
 from app.runtime.worker import utc_now
-from app.store.history import JobStats, RunRecord
+from app.store.history import RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def cmd_jobs(_args: argparse.Namespace, deployment: Deployment) -> int:
     rows = []
     for configured in deployment.jobs:
         last = latest.get(configured.name)
-        record = stats.get(configured.name, JobStats(0, 0, None, None))
+        record = stats.get(configured.name, RunStats())
         failing = streak.get(configured.name)
         pause = paused.get(configured.name) or everything
         rows.append(

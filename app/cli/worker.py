@@ -6,6 +6,7 @@ import argparse
 import itertools
 import logging
 import signal
+import threading
 from types import FrameType
 
 from app.cli.common import (
@@ -16,9 +17,12 @@ from app.cli.common import (
     Deployment,
     ready_store,
 )
-from app.ops.health import HealthServer
+from app.console.server import Console, ConsoleServer
+from app.errors import ConfigError
+from app.ops.health import Probes
 from app.ops.systemd import Notifier
 from app.runtime.worker import LIVENESS_INTERVAL_S, Worker
+from app.store.facade import Store
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +36,10 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     _stop_on_signals(worker)
     server = None
     if settings.metrics_port is not None and not args.once:
-        server = HealthServer(
-            store.database,
-            worker.liveness,
-            host=settings.metrics_host,
-            port=settings.metrics_port,
-            # A long run keeps liveness up through its lease renewals.
-            max_silence_s=max(6 * LIVENESS_INTERVAL_S, 3 * settings.heartbeat_interval_s),
+        # A long run keeps liveness up through its lease renewals.
+        max_silence_s = max(6 * LIVENESS_INTERVAL_S, 3 * settings.heartbeat_interval_s)
+        server = _console_server(
+            store, deployment, Probes(store.database, worker.liveness, max_silence_s=max_silence_s)
         )
         server.start()
     logger.info(
@@ -59,6 +60,46 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     if worker.schema_missing:
         return EXIT_USAGE
     return EXIT_JOB_FAILED if report.failed and args.once else EXIT_OK
+
+
+def _console_server(store: Store, deployment: Deployment, probes: Probes) -> ConsoleServer:
+    """The console on METRICS_HOST:METRICS_PORT, bound now (a taken port is exit 2)."""
+    settings = deployment.settings
+    console = Console(store, deployment.registry, deployment.jobs, settings, probes)
+    assert settings.metrics_port is not None  # noqa: S101 - checked by the callers
+    return ConsoleServer(console, host=settings.metrics_host, port=settings.metrics_port)
+
+
+def cmd_serve(_args: argparse.Namespace, deployment: Deployment) -> int:
+    """Serve the console without running jobs, until SIGINT/SIGTERM.
+
+    Runs started from the console run in this process; on a stop, they get the
+    shutdown grace to finish, then are recorded FAILURE.
+    """
+    settings = deployment.settings
+    if settings.metrics_port is None:
+        raise ConfigError("`cronlock serve` needs METRICS_PORT, the port to serve on, e.g. 9464")
+    store = ready_store(settings, announce=True)
+    store.ensure_jobs([configured.name for configured in deployment.jobs])
+    server = _console_server(store, deployment, Probes(store.database, None, max_silence_s=0))
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info(
+            "%s received: stopping the console",
+            signal.Signals(signum).name,
+            extra={"event": "console_stopping"},
+        )
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    server.start()
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    return EXIT_OK
 
 
 def _stop_on_signals(worker: Worker) -> None:

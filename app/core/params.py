@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -17,12 +18,42 @@ from pydantic import BaseModel, ValidationError
 from app.errors import ConfigError, shown
 
 
+@dataclass(frozen=True)
+class ParamProblem:
+    """One refused field: its name, the value given (None when missing), and why."""
+
+    field: str
+    value: Any
+    message: str
+
+    @property
+    def line(self) -> str:
+        """`field=value: why`, as the CLI prints it."""
+        return f"{self.field}={self.shown_value}: {self.message}"
+
+    @property
+    def shown_value(self) -> str:
+        """The value as echoed back: cut, with control characters escaped."""
+        return "missing" if self.value is _MISSING else shown(self.value)
+
+    @property
+    def given(self) -> Any:
+        """The value, or None when it was missing."""
+        return None if self.value is _MISSING else self.value
+
+
+_MISSING = object()
+
+
 class InvalidParams(ConfigError):  # noqa: N818 - reads as the condition it reports
     """Parameters the job's model refuses; one line per field."""
 
-    def __init__(self, job_name: str, problems: Sequence[str]) -> None:
-        super().__init__(f"job {job_name!r} refused its parameters:\n  " + "\n  ".join(problems))
-        self.problems = list(problems)
+    def __init__(self, job_name: str, fields: Sequence[ParamProblem]) -> None:
+        self.problems = [problem.line for problem in fields]
+        super().__init__(
+            f"job {job_name!r} refused its parameters:\n  " + "\n  ".join(self.problems)
+        )
+        self.fields = list(fields)
 
 
 def requires_params(model: type[BaseModel] | None) -> bool:
@@ -40,12 +71,15 @@ def validate_params(
     if model is None:
         if given:
             raise InvalidParams(
-                job_name, [f"{name}: the job takes no parameters" for name in given]
+                job_name,
+                [ParamProblem(name, v, "the job takes no parameters") for name, v in given.items()],
             )
         return None
     known = model.model_fields
     unknown = [
-        f"{name}={shown(value)}: unknown parameter; the job takes " + (", ".join(known) or "none")
+        ParamProblem(
+            name, value, "unknown parameter; the job takes " + (", ".join(known) or "none")
+        )
         for name, value in given.items()
         if name not in known
     ]
@@ -59,12 +93,12 @@ def validate_params(
     return dumped
 
 
-def _field_problems(exc: ValidationError) -> list[str]:
+def _field_problems(exc: ValidationError) -> list[ParamProblem]:
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(the parameters)"
-        value = "missing" if error["type"] == "missing" else shown(error.get("input"))
-        problems.append(f"{where}={value}: {error['msg']}")
+        value = _MISSING if error["type"] == "missing" else error.get("input")
+        problems.append(ParamProblem(where, value, error["msg"]))
     return problems
 
 

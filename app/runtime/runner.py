@@ -139,7 +139,9 @@ def claim_and_run(
     if isinstance(claimed, RunOutcome):
         return claimed
     with alarm.protected():
-        return _follow(store, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat)
+        return follow_claim(
+            store, job, request, claimed, settings, alarm=alarm, heartbeat=heartbeat
+        )
 
 
 @dataclass(frozen=True)
@@ -178,18 +180,20 @@ def _claim_next_and_run(
     picked = store.claim_next([request for _, request in candidates])
     for position, skip in picked.settled.items():
         job, request = candidates[position]
-        _follow(store, job, request, skip, settings)
+        follow_claim(store, job, request, skip, settings)
     for position in picked.held:
         job, request = candidates[position]
-        _follow(store, job, request, None, settings)
+        follow_claim(store, job, request, None, settings)
     if picked.position is None:
         return NextRun(picked)
     job, request = candidates[picked.position]
-    result = _follow(store, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat)
+    result = follow_claim(
+        store, job, request, picked.result, settings, alarm=alarm, heartbeat=heartbeat
+    )
     return NextRun(picked, result)
 
 
-def _follow(
+def follow_claim(
     store: Store,
     job: Job,
     request: ClaimRequest,

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from app.core.claims import ClaimRequest, ClaimResult, NextClaim
 from app.core.outcomes import Outcome, RunStatus
 from app.core.planning import Missed
-from app.store import claiming, control, history, runs
+from app.core.stats import RunStats
+from app.store import claiming, control, history, ledger, runs
 from app.store.database import Database, limit_waits
 from app.store.driver import DriverConnection
 from app.store.models import JobExecution
@@ -196,9 +197,39 @@ class Store:
             limit=limit,
         )
 
-    def job_stats(self, *, days: int) -> dict[str, history.JobStats]:
-        """Per job, over the last `days`: runs, failures, average and p95 duration."""
-        return history.job_stats(self.database, days=days)
+    def job_stats(self, *, days: int) -> dict[str, RunStats]:
+        """Per job, over the last `days` UTC days: runs, failures, average and p95."""
+        return ledger.run_stats(self.database, days=days)
+
+    def last_successes(self, names: Sequence[str]) -> dict[str, history.RunRecord]:
+        """Each named job's latest SUCCESS."""
+        return ledger.last_successes(self.database, names)
+
+    def runs_page(
+        self, job_name: str, *, status: str | None, before: int | None, limit: int
+    ) -> list[history.RunRecord]:
+        """A job's runs newest first, below the `before` id (see `ledger.runs_page`)."""
+        return ledger.runs_page(self.database, job_name, status=status, before=before, limit=limit)
+
+    def instant_runs(
+        self, job_name: str, *, after: datetime, until: datetime
+    ) -> dict[datetime, ledger.InstantRuns]:
+        """The scheduled runs of a job's instants in (after, until], by instant."""
+        return ledger.instant_runs(self.database, job_name, after=after, until=until)
+
+    def recent_outcomes(
+        self, lower_bounds: dict[str, datetime], *, per_job: int
+    ) -> dict[tuple[str, datetime], str]:
+        """Each job's scheduled instants' latest status from its lower bound on."""
+        return ledger.recent_outcomes(self.database, lower_bounds, per_job=per_job)
+
+    def attempts_of(self, job_name: str, scheduled_for: datetime) -> list[history.RunRecord]:
+        """Every run of one (job, instant), first attempt first."""
+        return ledger.attempts_of(self.database, job_name, scheduled_for)
+
+    def registered_at(self, names: Sequence[str]) -> dict[str, datetime]:
+        """When each named job was first registered."""
+        return ledger.job_registered_at(self.database, names)
 
     def get_run(self, run_id: int) -> history.RunRecord | None:
         """One run by id."""
@@ -213,8 +244,11 @@ class Store:
         return history.recorded_job_names(self.database)
 
     def prune_runs(self, *, older_than: timedelta, batch_size: int = 1000) -> int:
-        """Delete finished runs older than `older_than`, in batches; the count deleted."""
-        return history.prune_runs(self.database, older_than=older_than, batch_size=batch_size)
+        """Delete finished runs older than `older_than`, in batches, and the per-day counts
+        of the days wholly older; the count of runs deleted."""
+        deleted = history.prune_runs(self.database, older_than=older_than, batch_size=batch_size)
+        ledger.prune_day_counts(self.database, days=max(older_than.days, 1))
+        return deleted
 
     def session(self) -> Session:
         """A new ORM session for code that manages its own transactions (job bodies)."""

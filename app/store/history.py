@@ -43,13 +43,13 @@ class RunRecord:
         return (self.completed_at - self.started_at).total_seconds()
 
 
-_COLUMNS = [getattr(JobExecution, name) for name in RunRecord.__dataclass_fields__]
+RUN_COLUMNS = [getattr(JobExecution, name) for name in RunRecord.__dataclass_fields__]
 
 
 def last_runs(database: Database, names: Sequence[str]) -> dict[str, RunRecord]:
     """The most recent run of each named job (one index probe per job)."""
     latest = (
-        select(*_COLUMNS)
+        select(*RUN_COLUMNS)
         .where(JobExecution.job_name == JobRow.name)
         .order_by(JobExecution.scheduled_for.desc(), JobExecution.id.desc())
         .limit(1)
@@ -79,7 +79,7 @@ def list_runs(
     no SUCCESS (no retry, manual or automatic, made up for them), and that are
     their instant's latest attempt: the runs `cronlock retry` takes.
     """
-    query = select(*_COLUMNS).order_by(JobExecution.id.desc()).limit(limit)
+    query = select(*RUN_COLUMNS).order_by(JobExecution.id.desc()).limit(limit)
     if job_name is not None:
         query = query.where(JobExecution.job_name == job_name)
     if status is not None:
@@ -151,46 +151,10 @@ def streaks(database: Database, names: Sequence[str]) -> dict[str, Streak]:
         }
 
 
-@dataclass(frozen=True)
-class JobStats:
-    """Runs (SUCCESS or FAILURE) of a job over a window, and how long they took."""
-
-    runs: int
-    failures: int
-    average_s: float | None
-    p95_s: float | None
-
-
-def job_stats(database: Database, *, days: int) -> dict[str, JobStats]:
-    """Per job, over the last `days` (the retention window): runs, failures, avg and p95."""
-    took = func.extract("epoch", JobExecution.completed_at - JobExecution.started_at)
-    ran = JobExecution.status.in_([RunStatus.SUCCESS, RunStatus.FAILURE])
-    query = (
-        select(
-            JobExecution.job_name,
-            func.count().filter(ran),
-            func.count().filter(JobExecution.status == RunStatus.FAILURE),
-            func.avg(took).filter(ran),
-            func.percentile_cont(0.95).within_group(took).filter(ran),
-        )
-        .where(JobExecution.started_at > func.now() - timedelta(days=days))
-        .group_by(JobExecution.job_name)
-    )
-    with database.transaction() as session:
-        return {
-            name: JobStats(int(runs), int(failures), _float(average), _float(p95))
-            for name, runs, failures, average, p95 in session.execute(query)
-        }
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def get_run(database: Database, run_id: int) -> RunRecord | None:
     """One run by id."""
     with database.transaction() as session:
-        row = session.execute(select(*_COLUMNS).where(JobExecution.id == run_id)).first()
+        row = session.execute(select(*RUN_COLUMNS).where(JobExecution.id == run_id)).first()
     return RunRecord(*row) if row else None
 
 

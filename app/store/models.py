@@ -11,14 +11,16 @@ job, and at most one SUCCESS per (job, scheduled instant).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -111,6 +113,8 @@ class JobExecution(Base):
             postgresql_where=text("retry_at IS NOT NULL"),
         ),
         Index("ix_job_execution_started_at", "started_at"),
+        # A job's runs newest first, page by page (the console's run history).
+        Index("ix_job_execution_job_name_id", "job_name", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
@@ -136,3 +140,26 @@ class JobExecution(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     dry_run: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     requested_by: Mapped[str | None] = mapped_column(Text)
+
+
+class JobDayCounts(Base):
+    """Per job and UTC day, the outcomes recorded and their durations.
+
+    Written only by a trigger on job_execution (revision 0006), in the statement that
+    records each outcome: the console's statistics read these few rows instead of
+    counting every run. `durations` maps a bucket (see `app.core.stats`) to its count.
+    """
+
+    __tablename__ = "job_day_counts"
+    __table_args__ = (Index("ix_job_day_counts_day", "day"),)
+
+    job_name: Mapped[str] = mapped_column(
+        Text, ForeignKey("job.name", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    runs: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    missed: Mapped[int] = mapped_column(Integer)
+    duration_ms_sum: Mapped[float] = mapped_column(Float)
+    durations: Mapped[dict[str, int]] = mapped_column(JSONB)

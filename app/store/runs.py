@@ -204,7 +204,9 @@ def record_missed(database: Database, missed: Sequence[Missed]) -> Counter[str]:
             "worker_id": "-",
             "error_message": stored_error(m.reason),
         }
-        for m in missed
+        # One order for every worker: each row also adds to its job's day counts, and
+        # two workers recording the same instants lock those rows in the same order.
+        for m in sorted(missed, key=lambda m: (m.job_name, m.scheduled_for))
     ]
     statement = (
         pg_insert(_run)

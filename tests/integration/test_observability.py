@@ -51,7 +51,7 @@ def test_metrics_and_health_over_http(database: Database, db_url: str, tmp_path:
     )
     try:
         wait_for(database, "SELECT count(*) >= 4 FROM job_execution WHERE status = 'SUCCESS'")
-        wait_for_log(worker, "serving /metrics")
+        wait_for_log(worker, "serving the console")
         assert _get(port, "/healthz") == (200, "alive\n")
         assert _get(port, "/readyz") == (200, "ready\n")
         assert _get(port, "/nope")[0] == 404
@@ -83,7 +83,7 @@ def test_readiness_fails_when_the_database_is_gone(
     port = _free_port()
     worker = start_worker(tmp_path, db_url, METRICS_PORT=str(port), METRICS_HOST="127.0.0.1")
     try:
-        wait_for_log(worker, "serving /metrics")
+        wait_for_log(worker, "serving the console")
         assert _get(port, "/readyz")[0] == 200
         refuse_connections(pg_admin_url, db_url, refused=True)
         status, body = _get(port, "/readyz")

@@ -51,7 +51,7 @@ def test_a_missing_required_field_says_missing():
 
 def test_a_job_without_parameters_refuses_any():
     assert validate_params("p", None, {}) is None
-    with pytest.raises(InvalidParams, match="limit: the job takes no parameters"):
+    with pytest.raises(InvalidParams, match="limit='3': the job takes no parameters"):
         validate_params("p", None, {"limit": "3"})
 
 
