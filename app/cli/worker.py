@@ -53,6 +53,9 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
     try:
         report = worker.run_once() if args.once else worker.run_forever()
     finally:
+        # The shutdown grace's alarm has nothing left to interrupt; left armed, it could
+        # fire while the console settles its runs, or during the interpreter's exit.
+        worker.alarm.disarm()
         if server is not None:
             server.stop()
     if worker.forced_stop:

@@ -161,6 +161,12 @@ class Heartbeat:
                 self._current = None
                 self._state.notify()
 
+    def ask_to_stop(self) -> None:
+        """Ask the body of the run being tracked, if any, to stop (`ctx.should_stop()`)."""
+        with self._state:
+            if self._current is not None:
+                self._current.cancelled.set()
+
     def close(self) -> None:
         """Stop the thread (the worker is stopping)."""
         with self._state:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from app.config import Settings
 from app.core.claims import Claim, ClaimRequest, ClaimResult
 from app.core.job import Job
 from app.core.outcomes import Outcome, RunStatus, Trigger
-from app.errors import ConfigError, DatabaseError, UnknownJob
+from app.errors import ConfigError, CronlockError, DatabaseError, UnknownJob
 from app.registry import JobRegistry, unknown_job_message
+from app.runtime.lease import Heartbeat
 from app.runtime.runner import InstantResult, claim_request, follow_claim
 from app.runtime.worker import default_worker_id, utc_now
 from app.store.facade import Store
@@ -108,33 +109,73 @@ def _check_retryable(store: Store, registry: JobRegistry, run: RunRecord) -> Non
 
 
 class BackgroundRuns:
-    """Bodies of runs the console started, each in a thread of this process.
+    """Bodies of runs the console started, each in a daemon thread of this process.
 
     The claim happens in the caller's thread, so its answer (a run id, a skip, a held
-    lock) is known at once; only a won claim's body goes to the pool. Python cannot
-    interrupt a thread, so such a body has no SIGALRM timeout: at its timeout its
-    `ctx.should_stop()` turns true, and a body that runs on is given up (recorded
-    FAILURE) as a worker's would be.
+    lock) is known at once; only a won claim's body goes to a thread (at most one per
+    job: the claim allows one live run each). Python cannot interrupt a thread, so
+    such a body has no SIGALRM timeout: at its timeout `ctx.should_stop()` turns
+    true, and a body that runs on past the grace is given up (recorded FAILURE) as a
+    worker's would be.
     """
 
-    def __init__(self, store: Store, settings: Settings, *, max_running: int = 4) -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="console-run")
-        self._running: dict[int, Future[InstantResult]] = {}
+        self._running: dict[int, tuple[threading.Thread, Heartbeat]] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def claim_and_start(self, job: Job, request: ClaimRequest) -> ClaimResult:
         """Claim `request` now; a won claim's body starts in the background."""
+        if self._closed:
+            raise StoppingError("this process is stopping; start the run on another")
         claimed = self.store.claim(request)
         if not isinstance(claimed, Claim):
             follow_claim(self.store, job, request, claimed, self.settings)
             return claimed
-        future = self._pool.submit(follow_claim, self.store, job, request, claimed, self.settings)
+        heartbeat = Heartbeat(
+            self.store,
+            interval_s=self.settings.heartbeat_interval_s,
+            stale_after_s=self.settings.stale_threshold_s,
+        )
+        thread = threading.Thread(
+            target=self._run,
+            args=(job, request, claimed, heartbeat),
+            name=f"console-run-{claimed.run_id}",
+            daemon=True,  # a body that never ends must not keep the process from exiting
+        )
         with self._lock:
-            self._running[claimed.run_id] = future
-        future.add_done_callback(lambda _: self._forget(claimed.run_id))
+            self._running[claimed.run_id] = (thread, heartbeat)
+        thread.start()
         return claimed
+
+    def _run(
+        self, job: Job, request: ClaimRequest, claimed: Claim, heartbeat: Heartbeat
+    ) -> InstantResult:
+        timer = None
+        if job.timeout_s is not None:
+            timer = threading.Timer(job.timeout_s, heartbeat.ask_to_stop)
+            timer.daemon = True
+            timer.start()
+        try:
+            return follow_claim(
+                self.store, job, request, claimed, self.settings, heartbeat=heartbeat
+            )
+        except BaseException:  # the outcome is recorded; nothing is left to raise to
+            logger.exception(
+                "run %s of %s started from the console ended abnormally",
+                claimed.run_id,
+                job.name,
+                extra={"event": "console_run_raised", "run_id": claimed.run_id},
+            )
+            return None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            heartbeat.close()
+            with self._lock:
+                self._running.pop(claimed.run_id, None)
 
     def running(self) -> list[int]:
         """The run ids whose bodies are still going."""
@@ -143,16 +184,23 @@ class BackgroundRuns:
 
     def wait(self, timeout_s: float) -> list[int]:
         """Wait up to `timeout_s` for the bodies to end; the run ids still going."""
+        deadline = time.monotonic() + max(timeout_s, 0.0)
         with self._lock:
-            futures = list(self._running.values())
-        wait(futures, timeout=max(timeout_s, 0.0))
+            threads = [thread for thread, _ in self._running.values()]
+        for thread in threads:
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         return self.running()
 
     def close(self, *, grace_s: float) -> None:
-        """Take no more runs; give the bodies going `grace_s` to end, then record each
-        still going FAILURE (fenced by its run id: a body that ends later changes
-        nothing), so no run is left RUNNING by this process's exit."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Take no more runs; ask the bodies going to stop (`ctx.should_stop()`) and give
+        them `grace_s` to end, then record each still going FAILURE (fenced by its run
+        id: a body that ends later changes nothing), so no run is left RUNNING by this
+        process's exit."""
+        self._closed = True
+        with self._lock:
+            heartbeats = [heartbeat for _, heartbeat in self._running.values()]
+        for heartbeat in heartbeats:
+            heartbeat.ask_to_stop()
         for run_id in self.wait(grace_s):
             stopped = Outcome(
                 RunStatus.FAILURE,
@@ -168,6 +216,6 @@ class BackgroundRuns:
                     extra={"event": "console_run_not_recorded", "run_id": run_id},
                 )
 
-    def _forget(self, run_id: int) -> None:
-        with self._lock:
-            self._running.pop(run_id, None)
+
+class StoppingError(CronlockError):
+    """The process is stopping and takes no new run (answered 503)."""

@@ -1,3 +1,4 @@
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -153,3 +154,29 @@ def test_an_interval_with_thousands_of_digits_is_refused_clearly():
 def test_interval_digits_must_be_ascii():
     with pytest.raises(InvalidSchedule, match="is not a valid schedule"):
         parse_schedule("every \uff15s", zone=ZoneInfo("UTC"), source="job 'x'")
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone"),
+    [
+        ("* * * * *", "UTC"),
+        ("30 2 * * *", "Europe/Berlin"),
+        ("*/15 * * * *", "America/New_York"),
+        ("*/10 * * * * *", "UTC"),
+        ("every 90s", "UTC"),
+    ],
+)
+def test_walking_a_schedule_gives_the_instants_one_at_a_time_would(expression: str, zone: str):
+    """`walk` lists many instants with one croniter; it must agree with next_after and
+    latest_at_or_before, DST nights included."""
+    schedule = parse_schedule(expression, zone=ZoneInfo(zone), source="test")
+    start = datetime(2026, 10, 24, 23, 0, tzinfo=UTC)  # the night before Europe falls back
+    walked = list(itertools.islice(schedule.walk(start, forward=True), 400))
+    stepped, moment = [], start
+    for _ in range(400):
+        moment = schedule.next_after(moment)
+        stepped.append(moment)
+    assert walked == stepped
+    end = walked[-1]
+    backward = list(itertools.islice(schedule.walk(end, forward=False), 400))
+    assert backward == walked[::-1]
