@@ -9,7 +9,7 @@ nothing.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -25,6 +25,8 @@ from app.store.control import Pause
 from app.store.facade import Store
 from app.store.history import RunRecord
 
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 NEXT_INSTANTS = 3
 RECENT_INSTANTS = 30
 MAX_TIMELINE_INSTANTS = 10_000
@@ -220,9 +222,11 @@ class ConsoleReads:
         configured = self.configured(name)
         now = utc_now()
         end = _aware(end) if end is not None else now
+        if not _EARLIEST + timedelta(days=1) <= end <= _LATEST:
+            raise ConsoleError(400, "`to` must be between 1970 and 9000")
         start = _aware(start) if start is not None else end - timedelta(days=1)
-        if start >= end:
-            raise ConsoleError(400, "`from` must be before `to`")
+        if not _EARLIEST <= start < end:
+            raise ConsoleError(400, "`from` must be before `to`, and after 1970")
         moments: list[datetime] = []
         if not configured.job.manual_only:
             registered = self.store.registered_at([name]).get(name, start)
@@ -272,10 +276,3 @@ def _aware(moment: datetime) -> datetime:
 def field_errors(problems: Sequence[Any]) -> list[schemas.FieldError]:
     """Refused parameters as the API reports them."""
     return [schemas.FieldError(field=p.field, value=p.given, message=p.message) for p in problems]
-
-
-def as_mapping(value: object) -> Mapping[str, Any]:
-    """A JSON value that must be an object, or a 400."""
-    if not isinstance(value, dict):
-        raise ConsoleError(400, '`params` must be a JSON object, e.g. {"limit": 100}')
-    return value
