@@ -110,9 +110,12 @@ def _refuse(api: bool, status: int, message: str) -> Response:
 def error_response(request: Request, status: int, body: ErrorBody) -> Response:
     """An error as the caller reads it: JSON for the API, the console's page otherwise."""
     if request.url.path.startswith("/api/") or not hasattr(request.app.state, "render_error"):
-        return JSONResponse(
-            body.model_dump(mode="json"),
+        # ASCII escapes: a refused value is echoed back, and JSON may carry a lone
+        # surrogate ("\ud800") that UTF-8 cannot encode.
+        return Response(
+            json.dumps(body.model_dump(mode="json"), separators=(",", ":")),
             status_code=status,
+            media_type="application/json",
             headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
         )
     response: Response = request.app.state.render_error(request, status, body)

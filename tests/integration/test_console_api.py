@@ -667,6 +667,28 @@ def test_a_body_that_is_not_json_is_refused_before_anything_runs(api: Api):
     assert post(path, content=at_cap, headers=json_type).status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/api/jobs/gated/runs", rb'{"params": {"label": "\ud800"}}', "label"),
+        ("/api/jobs/gated/runs", rb'{"params": {"\ud800": 1}}', "\ud800"),
+        ("/api/jobs/gated/runs", rb'{"\ud800": 1}', "(body)"),
+        ("/api/jobs/gated/runs", rb'{"dry_run": "\udc00"}', "dry_run"),
+        ("/api/jobs/daily/pause", rb'{"reason": "\ud800"}', "reason"),
+        ("/api/pause-all", rb'{"reason": "\ud800"}', "reason"),
+    ],
+)
+def test_a_refused_value_that_utf8_cannot_encode_is_echoed_escaped(
+    api: Api, path: str, raw: bytes, field: str
+):
+    """JSON may hold a lone surrogate; the 400 echoes it back as an escape, not a 500."""
+    headers = {**AS_OPS, "content-type": "application/json"}
+    body = error_of(api.client.post(path, content=raw, headers=headers), 400)
+    assert [f["field"] for f in body["fields"]] == [field]
+    assert run_count(api.database) == 0
+    assert api.store.pauses() == (None, {})
+
+
 def test_a_disabled_job_is_not_run_from_the_console(api: Api):
     body = error_of(api.client.post("/api/jobs/off/runs", headers=AS_OPS), 409)
     assert "disabled by OFF_ENABLED" in body["error"]
