@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.console.errors import ConsoleError
 from app.console.schemas import ErrorBody, FieldError
-from app.errors import CronlockError
+from app.errors import CronlockError, ValueRefused
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,13 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[FieldError]:
     return found
 
 
+def _said(exc: BaseException) -> str:
+    """What the database said of a refused value (not where the database is)."""
+    cause = exc.__cause__
+    said = str(getattr(cause, "orig", None) or cause or "").strip().splitlines()
+    return said[0] if said else "the database refused it"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error the console can meet, answered in one shape."""
 
@@ -165,6 +172,14 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, str(exc.detail)
         )
         return error_response(request, exc.status_code, ErrorBody(error=message))
+
+    @app.exception_handler(ValueRefused)
+    async def unstorable(request: Request, exc: ValueRefused) -> Response:
+        # A value of the request the database cannot store (a NUL character in text):
+        # sent again it fails again, so it is the caller's to fix, not a 503 to retry.
+        return error_response(
+            request, 400, ErrorBody(error=f"a value of the request cannot be stored: {_said(exc)}")
+        )
 
     @app.exception_handler(CronlockError)
     async def unavailable(request: Request, exc: CronlockError) -> Response:

@@ -689,6 +689,23 @@ def test_a_refused_value_that_utf8_cannot_encode_is_echoed_escaped(
     assert api.store.pauses() == (None, {})
 
 
+@pytest.mark.parametrize(
+    ("path", "sent"),
+    [
+        ("/api/jobs/gated/runs", {"params": {"label": "a\x00b"}}),
+        ("/api/jobs/daily/pause", {"reason": "a\x00b"}),
+        ("/api/pause-all", {"reason": "a\x00b"}),
+    ],
+)
+def test_a_value_the_database_cannot_store_is_a_400(api: Api, path: str, sent: Any):
+    """A NUL character passes validation but not PostgreSQL: the caller's to fix, not a 503."""
+    body = error_of(api.client.post(path, json=sent, headers=AS_OPS), 400)
+    assert body["error"].startswith("a value of the request cannot be stored: ")
+    assert api.database.display_url not in body["error"]
+    assert run_count(api.database) == 0
+    assert api.store.pauses() == (None, {})
+
+
 def test_a_disabled_job_is_not_run_from_the_console(api: Api):
     body = error_of(api.client.post("/api/jobs/off/runs", headers=AS_OPS), 409)
     assert "disabled by OFF_ENABLED" in body["error"]
