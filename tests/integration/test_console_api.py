@@ -765,13 +765,16 @@ def test_pause_and_resume_one_job(api: Api):
     [
         ({}, "reason"),
         ({"reason": ""}, "reason"),
+        ({"reason": " \t\n "}, "reason"),
         ({"reason": "r" * (MAX_REASON_CHARS + 1)}, "reason"),
         ({"reason": 42}, "reason"),
         ({"reason": "ok", "until": "tomorrow"}, "until"),
         (None, "(body)"),
     ],
 )
-def test_a_pause_needs_a_reason_of_1_to_500_characters(api: Api, path: str, sent: Any, field: str):
+def test_a_pause_needs_a_reason_of_1_to_500_characters_not_all_blank(
+    api: Api, path: str, sent: Any, field: str
+):
     body = error_of(api.client.post(path, json=sent, headers=AS_OPS), 400)
     assert list(fields_of(body)) == [field]
     assert api.store.pauses() == (None, {})
