@@ -512,6 +512,36 @@ def test_instants_refuse_a_range_that_ends_before_it_starts(api: Api):
     assert list(fields_of(body)) == ["from"]
 
 
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"to": "0001-01-01T00:00:00"}, "to"),
+        ({"to": "0001-01-01T00:00:00+14:00"}, "to"),
+        ({"from": "1969-12-31T00:00:00Z", "to": "1970-01-03T00:00:00Z"}, "from"),
+        ({"from": "9999-12-30T00:00:00", "to": "9999-12-31T23:59:59"}, "to"),
+        ({"from": "2026-01-01T00:00:00Z", "to": "9999-12-31T23:30:00-14:00"}, "to"),
+    ],
+)
+def test_instants_refuse_times_out_of_the_calendars_reach(
+    api: Api, query: dict[str, str], field: str
+):
+    """A day before year 1, or schedule arithmetic past 9999, is a 400 (was a 500)."""
+    for job in ("daily", "gated"):
+        body = error_of(api.client.get(f"/api/jobs/{job}/instants", params=query), 400)
+        assert body["error"] == f"`{field}` must be between 1970-01-02 and 9000-01-01"
+        assert [f["field"] for f in body["fields"]] == [field]
+
+
+def test_the_widest_range_of_instants_is_cut_at_ten_thousand(api: Api):
+    widest = {"from": "1970-01-02T00:00:00Z", "to": "9000-01-01T00:00:00Z"}
+    timeline = api.client.get("/api/jobs/gated/instants", params=widest).json()
+    assert timeline["truncated"] is False
+    assert len(timeline["instants"]) == 9000 - utc_now().year
+    daily = api.client.get("/api/jobs/daily/instants", params=widest).json()
+    assert daily["truncated"] is True
+    assert len(daily["instants"]) == 10_000
+
+
 # -- run now ---------------------------------------------------------------------------
 
 
