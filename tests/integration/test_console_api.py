@@ -2,7 +2,8 @@
 
 The tests call the app in process (`TestClient`) on a `Console` built as the worker
 builds it. A job whose body waits on a gate the test opens makes "while it runs"
-deterministic.
+deterministic. A fuzz from the OpenAPI document checks that no request, valid or
+not, gets a 5xx.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import text
 
 from app.config import Settings
@@ -990,3 +1000,86 @@ def test_unknown_routes_and_methods_answer_json_errors(api: Api):
     error_of(api.client.delete("/api/jobs/daily", headers=AS_OPS), 405)
     error_of(api.client.get("/api/pause-all"), 405)
     error_of(api.client.put("/api/jobs/daily/runs", json={}, headers=AS_OPS), 405)
+
+
+# -- fuzz from the OpenAPI document --------------------------------------------------
+
+FUZZ_EXAMPLES = 50
+
+
+def _fuzz_jobs() -> list[Job]:
+    """Harmless, quick jobs: whatever the fuzz starts ends at once."""
+
+    def broken(ctx: RunContext) -> None:
+        raise RuntimeError("broken on purpose")
+
+    return [
+        Job(name="tidy", body=lambda ctx: {"ok": True}, schedule="*/5 * * * *"),
+        Job(name="sized", body=lambda ctx: ctx.params.model_dump(), schedule=YEARLY, params=Limits),
+        Job(name="dated", body=lambda ctx: {"day": str(ctx.params.day)}, params=Day),
+        Job(name="broken", body=broken, schedule=YEARLY),
+        Job(name="off", body=lambda ctx: None, schedule=YEARLY),
+    ]
+
+
+def test_no_request_the_openapi_document_allows_or_not_gets_a_5xx(make_api: Any):
+    """Every operation, with generated and with real job names and run ids, valid data
+    and not: never a 5xx, and each answer as the document describes it."""
+    api: Api = make_api(jobs=_fuzz_jobs())
+    register_at(api.database, "tidy", utc_now() - timedelta(hours=2))
+    moment = utc_now() - timedelta(hours=1)
+    run_ids = [
+        insert_run(api.database, "broken", "FAILURE", moment, error="broken"),
+        insert_run(api.database, "tidy", "SUCCESS", moment),
+        insert_run(api.database, "sized", "SKIPPED", moment),
+    ]
+    schema = schemathesis.openapi.from_asgi("/api/openapi.json", api.console.app)
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    fuzz = settings(
+        max_examples=FUZZ_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.label for op in operations} >= {
+        "GET /api/jobs",
+        "GET /api/jobs/{name}",
+        "GET /api/jobs/{name}/runs",
+        "GET /api/jobs/{name}/instants",
+        "GET /api/runs/{run_id}",
+        "POST /api/jobs/{name}/runs",
+        "POST /api/runs/{run_id}/retry",
+        "POST /api/jobs/{name}/pause",
+        "POST /api/jobs/{name}/resume",
+        "POST /api/pause-all",
+        "POST /api/resume-all",
+    }
+    names = st.sampled_from([None, *(job.name for job in _fuzz_jobs())])
+    ids = st.sampled_from([None, *run_ids])
+    modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    for operation in operations:
+        for mode in modes:
+            if mode == schemathesis.GenerationMode.NEGATIVE and not (
+                len(operation.query) + len(operation.body) + len(operation.path_parameters)
+            ):
+                continue  # nothing to make invalid
+
+            @fuzz
+            @given(case=operation.as_strategy(generation_mode=mode), name=names, run_id=ids)
+            def call(case: Any, name: str | None, run_id: int | None) -> None:
+                # Mostly a job or run that exists, to get past the 404 to the real work.
+                if name is not None and "name" in (case.path_parameters or {}):
+                    case.path_parameters["name"] = name
+                if run_id is not None and "run_id" in (case.path_parameters or {}):
+                    case.path_parameters["run_id"] = run_id
+                case.call_and_validate(headers=AS_OPS, checks=checks)
+
+            call()
+        api.settle()
