@@ -1,19 +1,24 @@
 """The console's JSON API against a real database: every route, its answers and its errors.
 
-The tests call the app in process (`TestClient`) on a `Console` built as the worker
-builds it. A job whose body waits on a gate the test opens makes "while it runs"
-deterministic. A fuzz from the OpenAPI document checks that no request, valid or
-not, gets a 5xx.
+Most tests call the app in process (`TestClient`) on a `Console` built as the worker
+builds it; one runs the real `cronlock serve` over a socket. A job whose body waits
+on a gate the test opens makes "while it runs" deterministic. A fuzz from the
+OpenAPI document checks that no request, valid or not, gets a 5xx.
 """
 
 from __future__ import annotations
 
 import itertools
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +47,8 @@ from app.registry import JobRegistry, configure
 from app.runtime.worker import utc_now
 from app.store.database import Database
 from app.store.facade import Store
+from tests.integration.cli_helpers import cli_env
+from tests.integration.helpers import wait_until
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the httpx2 fork and warns once on import with httpx, which
@@ -1083,3 +1090,106 @@ def test_no_request_the_openapi_document_allows_or_not_gets_a_5xx(make_api: Any)
 
             call()
         api.settle()
+
+
+# -- a real server -----------------------------------------------------------------------
+
+SERVE_JOBS = '''
+import os
+import time
+from pathlib import Path
+
+from app.job import job
+
+
+@job("waits", schedule="0 0 1 1 *")
+def waits(ctx):
+    """Runs until the test creates its gate file."""
+    gate = Path(os.environ["CONSOLE_TEST_GATE"])
+    deadline = time.monotonic() + 30
+    while not gate.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never created the gate file")
+        time.sleep(0.01)
+    return {"gate": gate.name}
+
+
+JOBS = [waits]
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_cronlock_serve_runs_a_job_over_http_from_start_to_outcome(db_url: str, tmp_path: Path):
+    jobs = tmp_path / "serve_jobs.py"
+    jobs.write_text(SERVE_JOBS)
+    gate = tmp_path / "gate"
+    port = _free_port()
+    env = cli_env(
+        DATABASE_URL=db_url,
+        JOBS_MODULE=str(jobs),
+        METRICS_PORT=str(port),
+        METRICS_HOST="127.0.0.1",
+        CONSOLE_TOKEN=WRITE_TOKENS,
+        CONSOLE_TEST_GATE=str(gate),
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            wait_until(lambda: _answers(client), what="`cronlock serve` to answer /readyz")
+            assert client.get("/healthz").text == "alive\n"
+            listing = client.get("/api/jobs").json()
+            assert [job["name"] for job in listing["jobs"]] == ["waits"]
+            assert listing["read_only"] is False
+
+            refused = client.post("/api/jobs/waits/runs")
+            error_of(refused, 401)
+            assert refused.headers["www-authenticate"] == "Bearer"
+
+            started = client.post("/api/jobs/waits/runs", json={}, headers=AS_OPS)
+            assert started.status_code == 202, started.text
+            run_id = started.json()["run_id"]
+            running = client.get(f"/api/runs/{run_id}").json()
+            assert (running["status"], running["requested_by"]) == ("RUNNING", "console:ops")
+            error_of(client.post("/api/jobs/waits/runs", headers=AS_OPS), 409)
+
+            # A body sent in chunks, with no length declared, is cut off at the cap too.
+            chunks = (b"x" * 8192 for _ in range(MAX_BODY_BYTES // 8192 + 1))
+            headers = {**AS_OPS, "content-type": "application/json"}
+            too_big = client.post("/api/jobs/waits/runs", content=chunks, headers=headers)
+            error_of(too_big, 413)
+
+            gate.touch()
+
+            def ended() -> dict[str, Any] | None:
+                run: dict[str, Any] = client.get(f"/api/runs/{run_id}").json()
+                return None if run["status"] == "RUNNING" else run
+
+            done = wait_until(ended, what="the run to end")
+            assert (done["status"], done["result"]) == ("SUCCESS", {"gate": "gate"})
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
