@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.console.errors import ConsoleError
 from app.console.schemas import ErrorBody, FieldError
-from app.errors import CronlockError
+from app.errors import CronlockError, ValueRefused
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,12 @@ def _refuse(api: bool, status: int, message: str) -> Response:
 def error_response(request: Request, status: int, body: ErrorBody) -> Response:
     """An error as the caller reads it: JSON for the API, the console's page otherwise."""
     if request.url.path.startswith("/api/") or not hasattr(request.app.state, "render_error"):
-        return JSONResponse(
-            body.model_dump(mode="json"),
+        # ASCII escapes: a refused value is echoed back, and JSON may carry a lone
+        # surrogate ("\ud800") that UTF-8 cannot encode.
+        return Response(
+            json.dumps(body.model_dump(mode="json"), separators=(",", ":")),
             status_code=status,
+            media_type="application/json",
             headers={"WWW-Authenticate": "Bearer"} if status == 401 else None,
         )
     response: Response = request.app.state.render_error(request, status, body)
@@ -134,6 +137,13 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[FieldError]:
             FieldError(field=".".join(location) or "(body)", value=value, message=error["msg"])
         )
     return found
+
+
+def _said(exc: BaseException) -> str:
+    """What the database said of a refused value (not where the database is)."""
+    cause = exc.__cause__
+    said = str(getattr(cause, "orig", None) or cause or "").strip().splitlines()
+    return said[0] if said else "the database refused it"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -162,6 +172,14 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, str(exc.detail)
         )
         return error_response(request, exc.status_code, ErrorBody(error=message))
+
+    @app.exception_handler(ValueRefused)
+    async def unstorable(request: Request, exc: ValueRefused) -> Response:
+        # A value of the request the database cannot store (a NUL character in text):
+        # sent again it fails again, so it is the caller's to fix, not a 503 to retry.
+        return error_response(
+            request, 400, ErrorBody(error=f"a value of the request cannot be stored: {_said(exc)}")
+        )
 
     @app.exception_handler(CronlockError)
     async def unavailable(request: Request, exc: CronlockError) -> Response:

@@ -153,7 +153,8 @@ class RunStarted(BaseModel):
 class PauseRequest(Strict):
     """A pause and why."""
 
-    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
+    # Not only blanks, as the CLI and the pages require: it is shown on every skipped run.
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS, pattern=r"\S")
 
 
 class Done(BaseModel):

@@ -25,12 +25,14 @@ from app.store.control import Pause
 from app.store.facade import Store
 from app.store.history import RunRecord
 
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 NEXT_INSTANTS = 3
 RECENT_INSTANTS = 30
 MAX_TIMELINE_INSTANTS = 10_000
 MAX_PAGE = 200
+# The times a range of instants may name: schedule arithmetic fails past year 9999,
+# and a range without `from` starts a day before its `to`.
+EARLIEST_BOUND = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST_BOUND = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def run_view(run: RunRecord) -> schemas.RunView:
@@ -221,12 +223,10 @@ class ConsoleReads:
         """
         configured = self.configured(name)
         now = utc_now()
-        end = _aware(end) if end is not None else now
-        if not _EARLIEST + timedelta(days=1) <= end <= _LATEST:
-            raise ConsoleError(400, "`to` must be between 1970 and 9000")
-        start = _aware(start) if start is not None else end - timedelta(days=1)
-        if not _EARLIEST <= start < end:
-            raise ConsoleError(400, "`from` must be before `to`, and after 1970")
+        end = _bound("to", end) if end is not None else now
+        start = _bound("from", start) if start is not None else end - timedelta(days=1)
+        if start >= end:
+            raise ConsoleError(400, "`from` must be before `to`")
         moments: list[datetime] = []
         if not configured.job.manual_only:
             registered = self.store.registered_at([name]).get(name, start)
@@ -268,9 +268,21 @@ def _state(status: str | None, moment: datetime, now: datetime) -> schemas.Insta
     return "not_yet" if moment > now else "unaccounted"
 
 
-def _aware(moment: datetime) -> datetime:
-    """A time without a zone is read as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _bound(name: str, moment: datetime) -> datetime:
+    """A range's bound in UTC (a time without a zone is read as UTC), or a 400 when it
+    is out of the times a range may name."""
+    try:
+        aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or 9999, in another zone
+        aware = None
+    if aware is None or not EARLIEST_BOUND <= aware <= LATEST_BOUND:
+        message = f"`{name}` must be between {EARLIEST_BOUND:%Y-%m-%d} and {LATEST_BOUND:%Y-%m-%d}"
+        raise ConsoleError(
+            400,
+            message,
+            [schemas.FieldError(field=name, value=moment.isoformat(), message=message)],
+        )
+    return aware
 
 
 def field_errors(problems: Sequence[Any]) -> list[schemas.FieldError]:
