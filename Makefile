@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run test test-fast test-unit browser lint format bench clean
+.PHONY: install run test test-fast test-unit browser lint format bench screenshots clean
 
 install: $(STAMP)
 
@@ -58,6 +58,11 @@ bench: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# The console's screenshots in docs/, from a made-up history seeded into DATABASE_URL,
+# which must name a throwaway database (scripts/console_screenshots.py says how).
+screenshots: $(STAMP) browser
+	$(BIN)/python scripts/console_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
