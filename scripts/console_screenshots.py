@@ -82,14 +82,15 @@ class History:
         # The same history, run after run (but for the clock); made-up, not secret.
         self.rng = random.Random(7)  # noqa: S311
         self.runs: list[JobExecution] = []
+        # When each job was deployed: the console shows no instant before it.
+        self.registered = {name: self.since - timedelta(minutes=1) for name in JOB_NAMES}
 
-    def instants(self, expression: str, until: datetime | None = None) -> list[datetime]:
-        """The schedule's instants from the start of the history to `until` (now)."""
+    def instants(self, job_name: str, expression: str) -> list[datetime]:
+        """The schedule's instants from the job's deployment to now."""
         schedule = parse_schedule(expression, zone=ZoneInfo("UTC"), source="screenshots")
-        end = until or self.now
         found = []
-        for moment in schedule.walk(self.since, forward=True):
-            if moment > end:
+        for moment in schedule.walk(self.registered[job_name], forward=True):
+            if moment > self.now:
                 break
             found.append(moment)
         return found
@@ -156,10 +157,11 @@ def seed(database: Database, now: datetime) -> Seeded:
     _search_reindex(history, paused_at)
     _invoice_backfill(history)
     with database.transaction() as session:
-        registered = history.since - timedelta(minutes=1)
-        session.add_all(JobRow(name=name, created_at=registered) for name in JOB_NAMES)
+        session.add_all(JobRow(name=name, created_at=at) for name, at in history.registered.items())
         session.flush()
-        session.add_all(history.runs)
+        # In the order they started, as a real ledger numbers them.
+        runs: list[JobExecution] = sorted(history.runs, key=lambda run: run.started_at)
+        session.add_all(runs)
         session.flush()
         paused = session.get(JobRow, "reindex-search")
         assert paused is not None  # noqa: S101 - added just above
@@ -171,7 +173,7 @@ def seed(database: Database, now: datetime) -> Seeded:
 
 def _exchange_rates(history: History) -> None:
     """Every quarter hour, fine but for one timeout, about five hours ago, then retried."""
-    rates = history.instants("*/15 * * * *")
+    rates = history.instants("refresh-exchange-rates", "*/15 * * * *")
     for index, at in enumerate(rates):
         if index != len(rates) - 21:
             history.succeed("refresh-exchange-rates", at, 0.3, 0.9, currencies=31)
@@ -190,8 +192,10 @@ def _exchange_rates(history: History) -> None:
 
 
 def _crm_contacts(history: History) -> None:
-    """Every ten minutes, one going now; a full copy by hand, dry run first."""
-    contacts = history.instants("*/10 * * * *")
+    """Every ten minutes since this morning's deploy, one going now; a full copy by hand,
+    dry run first. (A short history keeps its page, the job screenshot, short.)"""
+    history.registered["sync-crm-contacts"] = history.now - timedelta(hours=5, minutes=3)
+    contacts = history.instants("sync-crm-contacts", "*/10 * * * *")
     for at in contacts[:-1]:
         copied = history.rng.randint(20, 140)
         history.succeed("sync-crm-contacts", at, 1.2, 3.5, copied=copied)
@@ -214,7 +218,7 @@ def _crm_contacts(history: History) -> None:
 def _renewals(history: History) -> JobExecution:
     """Hourly, failing for the last two hours (twice each, with its retry); the newest
     instant that failed twice, for its page: its error, its attempts, a retry button."""
-    renewals = history.instants("0 * * * *")
+    renewals = history.instants("charge-renewals", "0 * * * *")
     for at in renewals[:-2]:
         charged = history.rng.randint(5, 30)
         history.succeed("charge-renewals", at, 4.0, 9.0, charged=charged)
@@ -242,7 +246,7 @@ def _renewals(history: History) -> JobExecution:
 
 def _warehouse_export(history: History) -> None:
     """Every two hours, skipped by its pre-check before the nightly snapshot lands."""
-    for at in history.instants("5 */2 * * *"):
+    for at in history.instants("export-warehouse", "5 */2 * * *"):
         if at.hour == 2:
             history.add(
                 "export-warehouse", at, "SKIPPED", error="the nightly snapshot is not ready"
@@ -254,7 +258,7 @@ def _warehouse_export(history: History) -> None:
 
 def _search_reindex(history: History, paused_at: datetime) -> None:
     """Every twenty minutes, paused an hour ago: its instants since are skipped."""
-    for at in history.instants("*/20 * * * *"):
+    for at in history.instants("reindex-search", "*/20 * * * *"):
         if at >= paused_at:
             history.add("reindex-search", at, "SKIPPED", error=f"paused: {PAUSE_REASON}")
             continue
