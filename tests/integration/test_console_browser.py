@@ -210,7 +210,7 @@ def test_the_overview_lists_the_jobs_and_their_recent_instants(
     for name in ("heartbeat", "nightly-report", "backfill"):
         assert page.locator(f"#job-{name} a strong").inner_text() == name
     row = page.locator("#job-heartbeat")
-    assert row.locator(".badge").inner_text() == "ok"
+    assert row.locator(".badge").inner_text() in ("ok", "running")  # it runs every second
     assert "Proves the worker is alive" in row.inner_text()
     assert row.locator(".strip .cell.s-SUCCESS").count() >= 2
     # Rendered, not just present: the stylesheet gives each instant its size and colour.
