@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run test test-fast test-unit lint format bench clean
+.PHONY: install run test test-fast test-unit browser lint format bench screenshots clean
 
 install: $(STAMP)
 
@@ -18,15 +18,30 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/cronlock worker
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 # The edit-test loop: everything but the soak and the other long waits (CI runs `make test`).
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	$(BIN)/pytest -m "not slow"
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
+
+# The console's browser tests drive Debian's chromium through Playwright (never a
+# browser Playwright downloads). Best effort: when $(CHROMIUM) is missing and we are
+# root with apt-get, install it; a failure (no network, no package) only warns, and
+# those tests then skip saying how to install it. A no-op once chromium is there.
+CHROMIUM := /usr/bin/chromium
+CHROMIUM_LOG := $(VENV)/apt-chromium.log
+
+browser: $(STAMP)
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser tests (apt-get, log in $(CHROMIUM_LOG))"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+			>$(CHROMIUM_LOG) 2>&1 \
+			|| echo "could not install chromium (see $(CHROMIUM_LOG)); the browser tests will skip"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,6 +58,11 @@ bench: $(BENCH_STAMP)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# The console's screenshots in docs/, from a made-up history seeded into DATABASE_URL,
+# which must name a throwaway database (scripts/console_screenshots.py says how).
+screenshots: $(STAMP) browser
+	$(BIN)/python scripts/console_screenshots.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
