@@ -112,7 +112,8 @@ def _answer(name: str, claimed: object) -> tuple[int, schemas.RunStarted]:
             run_id=claimed.run_id, job_name=name, status="FAILURE", reason=claimed.error
         )
     if isinstance(claimed, Skip) and claimed.kind not in ("running", "handled"):
-        # Paused, or the pre-check said no: the ledger has a SKIPPED run saying why.
+        # Paused, or the pre-check said no: the answer says why (a manual run's skip is
+        # answered, not recorded, as with `cronlock run`).
         return 200, schemas.RunStarted(
             run_id=None, job_name=name, status="SKIPPED", reason=claimed.reason
         )

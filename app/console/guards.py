@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.console.errors import ConsoleError
 from app.console.schemas import ErrorBody, FieldError
-from app.errors import CronlockError, ValueRefused
+from app.errors import CronlockError, DatabaseError, ValueRefused
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +183,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CronlockError)
     async def unavailable(request: Request, exc: CronlockError) -> Response:
-        return error_response(
-            request, 503, ErrorBody(error=f"cronlock cannot answer now: {exc.message}")
-        )
+        if isinstance(exc, DatabaseError):
+            # The log says which database and why; the caller learns only to try again.
+            logger.warning(
+                "the console could not reach the database: %s",
+                exc.message,
+                extra={"event": "console_database_unavailable", "path": request.url.path},
+            )
+            message = "cronlock cannot reach its database now; try again shortly"
+        else:
+            message = f"cronlock cannot answer now: {exc.message}"
+        return error_response(request, 503, ErrorBody(error=message))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import socket
 import threading
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.config import Settings
@@ -68,6 +70,7 @@ class Console:
         app.state.actions = self.actions
         app.state.access = self.access
         app.state.probes = self.probes
+        app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
         app.include_router(probes_router)
         app.include_router(api_router)
         mount_pages(app)
@@ -85,6 +88,30 @@ class Console:
     def close(self) -> None:
         """Stop taking runs; runs started here get the shutdown grace, then are recorded."""
         self.background.close(grace_s=self.settings.shutdown_grace_s)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document as the API behaves: a refused request is a 400 with the
+    console's error body, not FastAPI's default 422."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", _ERROR_RESPONSE)
+        for name in ("HTTPValidationError", "ValidationError"):
+            document.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+_ERROR_RESPONSE = {
+    "description": "the request was refused; `fields` says which part and why",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+}
 
 
 class ConsoleServer:

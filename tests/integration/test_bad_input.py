@@ -97,7 +97,7 @@ def test_a_worker_whose_tables_are_dropped_says_so_once_and_stops(
     try:
         wait_until(lambda: len(rows(database)) >= 2, what="the worker to run the job")
         with database.transaction() as session:
-            session.execute(text("DROP TABLE job_execution, job, global_pause"))
+            session.execute(text("DROP TABLE job_day_counts, job_execution, job, global_pause"))
         _, stderr = worker.communicate(timeout=60)
     finally:
         if worker.poll() is None:
