@@ -9,12 +9,14 @@ alarm ends a run that goes past ``TIME_LIMIT_S``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -145,8 +147,47 @@ def _out_of_time(signum: int, frame: FrameType | None) -> None:
     raise TimeoutError(f"the benchmark ran past its {TIME_LIMIT_S} s limit")
 
 
-def main() -> None:
-    """Run every measure, write docs/benchmarks.{md,json,png}, print the Markdown."""
+def _steps(admin_url: str, folder: Path) -> dict[str, Callable[[], Any]]:
+    """Every measure, in the order a run takes them."""
+    return {
+        "start_delay": lambda: bench_start_delay(admin_url, folder),
+        "idle": lambda: measure_idle(admin_url, list(TOOLS), IDLE_WINDOW_S, folder),
+        "startup": lambda: bench_startup(admin_url, folder),
+        "core": lambda: bench_core(admin_url, folder),
+        "ticks": lambda: bench_ticks(admin_url),
+        "peers": lambda: bench_peers(admin_url, folder),
+    }
+
+
+STEPS = ("start_delay", "idle", "startup", "core", "ticks", "peers")
+
+
+def _without_samples(value: Any) -> Any:
+    """The figures without their lists of timed samples, for printing."""
+    if isinstance(value, dict):
+        return {k: _without_samples(v) for k, v in value.items() if not k.startswith("samples")}
+    if isinstance(value, list):
+        return [_without_samples(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every measure, write docs/benchmarks.{md,json,png}, print the Markdown.
+
+    `--only STEP,...` runs those measures alone and prints their figures as JSON,
+    writing nothing: for working on one measure.
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument(
+        "--only",
+        type=lambda raw: [step.strip() for step in raw.split(",")],
+        metavar="STEP,...",
+        help=f"run these measures alone, write nothing: {', '.join(STEPS)}",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(STEPS))
+    if unknown:
+        parser.error(f"no measure is called {', '.join(unknown)}; use {', '.join(STEPS)}")
     signal.signal(signal.SIGALRM, _out_of_time)
     signal.alarm(TIME_LIMIT_S)
     started, cpu = time.monotonic(), cpu_ticks()
@@ -157,21 +198,17 @@ def main() -> None:
         ):
             folder = Path(scratch)
             results: dict[str, Any] = {"environment": environment(admin_url, server)}
-            steps = [
-                ("start_delay", lambda: bench_start_delay(admin_url, folder)),
-                ("idle", lambda: measure_idle(admin_url, list(TOOLS), IDLE_WINDOW_S, folder)),
-                ("startup", lambda: bench_startup(admin_url, folder)),
-                ("core", lambda: bench_core(admin_url, folder)),
-                ("ticks", lambda: bench_ticks(admin_url)),
-                ("peers", lambda: bench_peers(admin_url, folder)),
-            ]
-            for key, step in steps:
+            steps = _steps(admin_url, folder)
+            for key in args.only or STEPS:
                 print(f"{key} ...", flush=True)
-                results[key] = step()
+                results[key] = steps[key]()
     finally:
         signal.alarm(0)
     results["elapsed_s"] = time.monotonic() - started
     results["machine_busy"], results["machine_stolen"] = cpu.shares(cpu_ticks())
+    if args.only:
+        print(json.dumps(_without_samples(results), indent=1))
+        return
     results["settings"] = {
         "peer_periods": PEER_PERIODS,
         "delay_periods": DELAY_PERIODS,
