@@ -26,9 +26,10 @@ import psycopg
 from app.config import normalize_database_url
 from app.store.database import Database
 from app.store.migrations import upgrade_to_head
-from benchmarks import overhead, report, ticks
+from benchmarks import console, overhead, report, ticks
 from benchmarks.peers.harness import (
     TOOLS,
+    IdleWorker,
     Scenario,
     measure_idle,
     run_scenario,
@@ -47,6 +48,7 @@ STARTUP_RUNS = 5
 HISTORY_ROWS = int(os.environ.get("BENCH_HISTORY_ROWS", "1000000"))
 TICK_PROCESSES = (2, 4)
 TICK_ROUNDS = 3
+CONSOLE_IDLE = "cronlock_console"
 
 
 def _migrate(libpq_url: str) -> None:
@@ -113,6 +115,38 @@ def bench_core(admin_url: str, folder: Path) -> dict[str, Any]:
     return core
 
 
+def bench_idle(admin_url: str, folder: Path) -> dict[str, Any]:
+    """Every tool's worker idle, and cronlock's again serving the console that nobody asks."""
+    port = console.free_port()
+    served = {"METRICS_PORT": str(port), "METRICS_HOST": console.HOST}
+    idle = {tool: IdleWorker(tool) for tool in TOOLS}
+    idle[CONSOLE_IDLE] = IdleWorker("cronlock", env=served, http_port=port)
+    return measure_idle(admin_url, idle, IDLE_WINDOW_S, folder)
+
+
+def bench_console(admin_url: str, folder: Path) -> dict[str, Any]:
+    """The console's routes on 200 jobs and a million runs, then what its trigger costs a run."""
+    with scratch_database(admin_url, "bench_console", _migrate) as libpq_url:
+        result = console.measure(libpq_url, folder)
+    with (
+        scratch_database(admin_url, "bench_trigger_on", _migrate) as on_url,
+        scratch_database(admin_url, "bench_trigger_off", _migrate) as off_url,
+    ):
+        with psycopg.connect(off_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE job_execution DISABLE TRIGGER USER")
+        on = Database(normalize_database_url(on_url), application_name="bench-trigger-on")
+        off = Database(normalize_database_url(off_url), application_name="bench-trigger-off")
+        try:
+            cpu = cpu_ticks()
+            result["trigger"] = overhead.compare_triggers(on, off, overhead.BASE)
+            busy, stolen = cpu.shares(cpu_ticks())
+            result["trigger"] |= {"machine_busy": busy, "machine_stolen": stolen}
+        finally:
+            on.dispose()
+            off.dispose()
+    return result
+
+
 def bench_ticks(admin_url: str) -> dict[str, Any]:
     """A tick of 1,000 no-op jobs: one worker, then 2 and 4 worker processes, in rounds.
 
@@ -151,15 +185,16 @@ def _steps(admin_url: str, folder: Path) -> dict[str, Callable[[], Any]]:
     """Every measure, in the order a run takes them."""
     return {
         "start_delay": lambda: bench_start_delay(admin_url, folder),
-        "idle": lambda: measure_idle(admin_url, list(TOOLS), IDLE_WINDOW_S, folder),
+        "idle": lambda: bench_idle(admin_url, folder),
         "startup": lambda: bench_startup(admin_url, folder),
         "core": lambda: bench_core(admin_url, folder),
+        "console": lambda: bench_console(admin_url, folder),
         "ticks": lambda: bench_ticks(admin_url),
         "peers": lambda: bench_peers(admin_url, folder),
     }
 
 
-STEPS = ("start_delay", "idle", "startup", "core", "ticks", "peers")
+STEPS = ("start_delay", "idle", "startup", "core", "console", "ticks", "peers")
 
 
 def _without_samples(value: Any) -> Any:
@@ -217,6 +252,9 @@ def main(argv: list[str] | None = None) -> None:
         "timed_runs": overhead.TIMED_RUNS,
         "warmup_runs": overhead.WARMUP_RUNS,
         "chunks": overhead.CHUNKS,
+        "console_runs": console.RUNS,
+        "console_requests": console.TIMED_REQUESTS,
+        "console_warmup_requests": console.WARMUP_REQUESTS,
     }
     (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
     report.chart(results, DOCS / "benchmarks.png")
