@@ -507,7 +507,9 @@ takes {table_mib:.0f} MiB with its indexes.
 set: reads are open), and one kept-alive HTTP connection asks the three routes in
 turn, {console_warmup_requests} rounds of warm-up, then {console_requests} timed
 rounds; a time runs from sending the request to the body's last byte. The
-timeline asks for (now − 24 h, now] each time.
+timeline asks for (now − 24 h, now] each time. The console, PostgreSQL and the
+client take turns on one request at a time, so they keep about one core busy: a
+busy share well above that of one core means other work shared the machine.
 - Idle: in figure 4's window, a second `cronlock worker` with `METRICS_PORT` set
 idles beside the first; it answers one GET /healthz (which reads nothing from the
 database) before the window, and nothing asks it anything afterwards.
@@ -570,6 +572,19 @@ READING = """
   short poll (50 ms at first). The tail follows the machine: in this run the
   floor's hand-written runs of figure 1 (no scheduling at all) took up to
   {floor_max_ms:.0f} ms, and the hypervisor took {stolen} of the cores' time.
+- **Console.** The overview's eight statements read indexes or a few thousand
+  rows of per-day counts: on a million runs they take tens of milliseconds of
+  database time together (`EXPLAIN ANALYZE`), most of it the statistics, which
+  add up each job's days of the retention window and merge their duration
+  histograms bucket by bucket in the database. The rest of a request is Python:
+  200 job views with their last runs and last 30 instants' outcomes, turned into
+  JSON or HTML. Listing each job's instants through croniter costs tens of
+  microseconds a step, more than all the queries for 200 jobs, so the console
+  keeps them between requests and walks on only past the ones that have come;
+  the first request after a start lists them all. The timeline's query reads the
+  day's runs through the (job, instant, attempt) index in a few milliseconds;
+  most of its time is croniter listing the day's instants, and the rows turned
+  into the API's models.
 - **Instants.** A run recorded for the second it started in (PgQueuer,
   APScheduler 3) can hide lateness: a run due at one second that starts in the
   next counts as that next second's run, and its own instant as missed.

@@ -39,7 +39,7 @@ from benchmarks.peers.harness import (
 from benchmarks.server import cpu_ticks, environment, postgres_server, scratch_database
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-TIME_LIMIT_S = 14 * 60
+TIME_LIMIT_S = 18 * 60
 PEER_SHAPES = ((1, 20), (4, 20), (1, 200), (4, 200))  # (worker processes, jobs)
 PEER_PERIODS = int(os.environ.get("BENCH_PEER_PERIODS", "10"))
 DELAY_PERIODS = 100  # p99 by nearest rank is then the second-highest delay, not the highest
