@@ -12,7 +12,6 @@ kept-alive HTTP connection, taking turns, after warm-up requests.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import signal
@@ -32,15 +31,15 @@ from urllib.parse import quote
 import psycopg
 
 from app.config import ENV_VARIABLES
-from benchmarks import console_jobs
+from benchmarks import console_jobs, day_counts
 from benchmarks.console_jobs import SPECS, TIMELINE_JOB
 from benchmarks.server import cpu_ticks
 
-ROOT = Path(__file__).resolve().parent.parent
 RUNS = int(os.environ.get("BENCH_CONSOLE_RUNS", "1000000"))
 # "trigger": the day counts come from the trigger, row by row, in the seed's one
 # transaction (minutes for a million runs); "backfill": the seed runs without the
-# user triggers and revision 0006's backfill statement counts the rows afterwards.
+# user triggers and revision 0006's backfill statement counts the rows afterwards
+# (see benchmarks/day_counts.py).
 SEED = os.environ.get("BENCH_CONSOLE_SEED", "backfill")
 HISTORY_DAYS = 30
 MANUAL_RUNS_PER_JOB = 40
@@ -125,17 +124,6 @@ ORDER BY scheduled_for, attempt
 STATUSES = "SELECT status, trigger, count(*) FROM job_execution GROUP BY 1, 2"
 
 
-def _backfill_statement() -> str:
-    """Revision 0006's statement that counts the runs already recorded into job_day_counts."""
-    path = ROOT / "alembic" / "versions" / "20261203_0006_day_counts.py"
-    spec = importlib.util.spec_from_file_location("day_counts_revision", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module._BACKFILL)
-
-
 def seed(libpq_url: str, rows: int, *, triggers: bool) -> dict[str, Any]:
     """Register the jobs and insert `rows` runs; the day counts by the trigger, row by row,
     or (triggers False) by revision 0006's backfill after an insert without them."""
@@ -155,17 +143,11 @@ def seed(libpq_url: str, rows: int, *, triggers: bool) -> dict[str, Any]:
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         conn.execute(SEED_JOBS, params)
         started = time.perf_counter()
-        with conn.transaction():
-            if not triggers:
-                conn.execute("ALTER TABLE job_execution DISABLE TRIGGER USER")
+        with conn.transaction() if triggers else day_counts.triggers_off(conn):
             inserted = conn.execute(SEED_RUNS, params).rowcount
-            if not triggers:
-                conn.execute("ALTER TABLE job_execution ENABLE TRIGGER USER")
         timings["insert_s"] = time.perf_counter() - started
         if not triggers:
-            started = time.perf_counter()
-            conn.execute(_backfill_statement())
-            timings["backfill_s"] = time.perf_counter() - started
+            timings["backfill_s"] = day_counts.recount(conn)
         started = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
         timings["vacuum_analyze_s"] = time.perf_counter() - started

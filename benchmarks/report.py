@@ -480,7 +480,9 @@ How each was taken:
    worker's own connections: how many changed state (`pg_stat_activity`) in the
    window, which only a statement the worker sends can do.
 5. cronlock's runs of figure 1 on a second database, whose `job_execution` holds
-   {history_rows:,} finished runs (100 jobs, the timed job among them, analysed),
+   {history_rows:,} finished runs (100 jobs, the timed job among them, analysed;
+   inserted without the day-counts trigger, then counted by revision 0006's
+   backfill statement, as `benchmarks/day_counts.py` explains),
    alternating in {chunks} chunks with the same runs on the first database, whose
    table holds only figure 1's few thousand runs (analysed, as autovacuum would;
    an emptied table's stale statistics let PostgreSQL scan it as it grows, which
