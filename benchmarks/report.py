@@ -526,8 +526,9 @@ The runs were inserted with the user triggers of `job_execution` disabled ({inse
 then `job_day_counts` ({day_count_rows:,} rows) was filled by revision 0006's backfill
 statement ({backfill_s:.1f} s), which gives the same rows as the trigger (checked on a
 smaller seed). With the trigger firing per row, the one insert takes minutes: each
-(job, day) row is updated hundreds of times in one transaction, and none of its dead
-versions can be pruned before the commit (`BENCH_CONSOLE_SEED=trigger` seeds that way).
+(job, day) row is updated once per run of that day (1,440 times for a per-minute
+job) in one transaction, and none of its dead versions can be pruned before the
+commit (`BENCH_CONSOLE_SEED=trigger` seeds that way; `benchmarks/day_counts.py`).
 """
 
 SCENARIO = """
