@@ -25,6 +25,7 @@ from app.core.outcomes import Outcome, RunStatus
 from app.store.claiming import claim_run, ensure_jobs
 from app.store.database import Database
 from app.store.runs import finish_run
+from benchmarks import day_counts
 
 WARMUP_RUNS = 200
 TIMED_RUNS = 4000
@@ -128,24 +129,31 @@ def summarize(samples_ns: list[int]) -> dict[str, Any]:
 
 def compare_in_chunks(runs: dict[str, RunFn], base: datetime) -> dict[str, Any]:
     """Time two kinds of run in alternating chunks: each one's summary, and the ratio of
-    the first to the second.
+    the first to the second and their difference.
 
     The ratio is the median over chunks of each chunk's ratio of medians: a slow
-    spell of the machine then moves both sides of a ratio, not one.
+    spell of the machine then moves both sides of a ratio, not one. The difference
+    (in µs) is taken the same way, from each chunk's difference of medians.
     """
     samples = time_runs(runs, base)
     first, second = list(runs)
     size = TIMED_RUNS // CHUNKS
-    chunk_ratios = [
-        statistics.median(samples[first][i : i + size])
-        / statistics.median(samples[second][i : i + size])
+    chunk_medians = [
+        (
+            statistics.median(samples[first][i : i + size]),
+            statistics.median(samples[second][i : i + size]),
+        )
         for i in range(0, TIMED_RUNS, size)
     ]
+    chunk_ratios = [one / other for one, other in chunk_medians]
+    chunk_differences = [(one - other) / 1000 for one, other in chunk_medians]
     result = {label: summarize(taken) for label, taken in samples.items()}
     return result | {
         "ratio_median": statistics.median(chunk_ratios),
         "ratio_chunks": chunk_ratios,
         "ratio_p99": result[first]["p99_us"] / result[second]["p99_us"],
+        "difference_median_us": statistics.median(chunk_differences),
+        "difference_chunks_us": chunk_differences,
     }
 
 
@@ -158,6 +166,13 @@ def compare(database: Database, raw: psycopg.Connection[Any], base: datetime) ->
 def compare_history(empty: Database, full: Database, base: datetime) -> dict[str, Any]:
     """cronlock on a database with a long history against one without, in alternating chunks."""
     runs = {"full": cronlock_run(full, "runs-cronlock"), "empty": cronlock_run(empty, "empty")}
+    return compare_in_chunks(runs, base)
+
+
+def compare_triggers(on: Database, off: Database, base: datetime) -> dict[str, Any]:
+    """cronlock on a database whose day-counts triggers fire against one where they are
+    disabled, in alternating chunks: what the trigger adds to a run's finish."""
+    runs = {"on": cronlock_run(on, "runs-cronlock"), "off": cronlock_run(off, "runs-cronlock")}
     return compare_in_chunks(runs, base)
 
 
@@ -225,11 +240,18 @@ FILL_RUNS = (
 
 
 def fill_history(libpq_url: str, rows: int, job_names: tuple[str, str]) -> float:
-    """Add `rows` finished runs (100 jobs, the timed two among them); return seconds taken."""
+    """Add `rows` finished runs (100 jobs, the timed two among them) and their day counts;
+    return seconds taken.
+
+    The runs go in without the day-counts trigger, then are counted at once (see
+    `benchmarks.day_counts`): through the trigger, the one insert would take far longer.
+    """
     started = time.perf_counter()
     with psycopg.connect(libpq_url, autocommit=True) as conn:
         conn.execute(FILL_JOBS)
         conn.execute("INSERT INTO job (name) VALUES (%s), (%s) ON CONFLICT DO NOTHING", job_names)
-        conn.execute(FILL_RUNS, {"first": job_names[0], "second": job_names[1], "rows": rows})
-        conn.execute("VACUUM ANALYZE job_execution")
+        with day_counts.triggers_off(conn):
+            conn.execute(FILL_RUNS, {"first": job_names[0], "second": job_names[1], "rows": rows})
+        day_counts.recount(conn)
+        conn.execute("VACUUM ANALYZE job_execution, job_day_counts")
     return time.perf_counter() - started

@@ -6,6 +6,7 @@ each figure was taken and what it depends on, not what it happened to be.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,10 @@ TOOLS_SHOWN = {
     "pgqueuer": "PgQueuer",
     "apscheduler": "APScheduler 3",
 }
+IDLE_SHOWN = TOOLS_SHOWN | {"cronlock_console": "cronlock, serving the console"}
 TARGETS = {
+    "console_list_ms": 100.0,
+    "console_timeline_ms": 100.0,
     "overhead_ratio": 1.3,
     "tick_speedup_4": 2.5,
     "delay_p99_ms": 20.0,
@@ -214,7 +218,7 @@ def idle_figures(results: dict[str, Any]) -> list[str]:
     """Idle cost of each tool: one worker, 20 jobs due once a year."""
     rows = [
         [
-            TOOLS_SHOWN[tool],
+            IDLE_SHOWN[tool],
             f"{item['transactions_per_minute']:.1f}",
             f"{item['statements_seen']}",
             f"{item['rss_mib']:.1f}",
@@ -228,6 +232,116 @@ def idle_figures(results: dict[str, Any]) -> list[str]:
         "RSS (MiB)",
     ]
     return _table(header, rows)
+
+
+def _timed(route: dict[str, Any]) -> str:
+    return (
+        f"{route['median_ms']:.1f} / {route['p95_ms']:.1f} ms"
+        f" ({route['min_ms']:.1f}–{route['max_ms']:.1f})"
+    )
+
+
+def console_figures(results: dict[str, Any]) -> list[str]:
+    """The console's routes on the long history, its idle cost and its trigger's."""
+    console, idle = results["console"], results["idle"]
+    data, routes, trigger = console["dataset"], console["routes"], console["trigger"]
+    listing, overview, timeline = routes["api_jobs"], routes["overview"], routes["timeline"]
+    served, alone = idle["cronlock_console"], idle["cronlock"]
+    rows = [
+        [
+            f"GET /api/jobs: {listing['jobs']} jobs, {data['runs']:,} runs; median / p95 (min–max)",
+            _timed(listing),
+            f"median < {TARGETS['console_list_ms']:.0f} ms",
+            _met(listing["median_ms"] < TARGETS["console_list_ms"]),
+        ],
+        [
+            "   The first one, right after `cronlock serve` started",
+            f"{listing['warmup_ms'][0]:.1f} ms",
+            "",
+            "",
+        ],
+        ["GET /: the overview page (HTML) of the same jobs", _timed(overview), "", ""],
+        [
+            f"GET /api/jobs/{timeline['job']}/instants for the last day"
+            f" ({timeline['instants']:,} instants)",
+            _timed(timeline),
+            f"median < {TARGETS['console_timeline_ms']:.0f} ms",
+            _met(timeline["median_ms"] < TARGETS["console_timeline_ms"]),
+        ],
+        [
+            "   Machine CPU busy (stolen by the hypervisor) while the routes were timed, all cores",
+            f"{_share(console.get('machine_busy'))} ({_share(console.get('machine_stolen'))})",
+            "",
+            "",
+        ],
+        [
+            "Idle worker serving the console (METRICS_PORT): its connections that sent a"
+            " statement in the window",
+            f"{served['statements_seen']} (GET /healthz before the window:"
+            f" {served.get('healthz', '–')})",
+            "0",
+            _met(served["statements_seen"] == 0),
+        ],
+        [
+            "   Transactions per minute in its database: serving the console / not serving it",
+            f"{served['transactions_per_minute']:.1f} / {alone['transactions_per_minute']:.1f}",
+            "",
+            "",
+        ],
+        [
+            "A no-op run (claim + finish) with the day-counts trigger against without it:"
+            " median of chunk ratios (min–max of chunks)",
+            f"{trigger['ratio_median']:.2f} ({_spread(trigger)})",
+            "",
+            "",
+        ],
+        [
+            "   Difference of medians, median over chunks (min–max of chunks)",
+            f"{trigger['difference_median_us']:+.0f} µs"
+            f" ({min(trigger['difference_chunks_us']):+.0f}"
+            f" – {max(trigger['difference_chunks_us']):+.0f})",
+            "",
+            "",
+        ],
+        [
+            "   Machine CPU busy (stolen by the hypervisor) meanwhile, all cores",
+            f"{_share(trigger.get('machine_busy'))} ({_share(trigger.get('machine_stolen'))})",
+            "",
+            "",
+        ],
+    ]
+    return _table(["Figure", "Value", "Target", ""], rows)
+
+
+def console_method(results: dict[str, Any]) -> str:
+    """How the console's figures were taken, with the dataset this run built."""
+    data = results["console"]["dataset"]
+    statuses = data["by_status"]
+    if data["triggers"]:
+        seeded = (
+            f"The trigger counted each run into `job_day_counts` as the insert wrote it"
+            f" ({data['insert_s']:.0f} s; {data['day_count_rows']:,} rows of counts)."
+        )
+    else:
+        seeded = SEED_BACKFILL.format(**data)
+    text = METHOD_CONSOLE.format(
+        **data,
+        **results["settings"],
+        success=statuses.get("SUCCESS", 0),
+        failure=statuses.get("FAILURE", 0),
+        skipped=statuses.get("SKIPPED", 0),
+        missed=statuses.get("MISSED", 0),
+        seeded=" ".join(seeded.split()),
+    ).strip()
+    intro, *items = text.split("\n- ")
+    return "\n".join(
+        [intro, *(_wrapped("- " + " ".join(item.split()), indent="  ") for item in items)]
+    )
+
+
+def _wrapped(paragraph: str, *, indent: str) -> str:
+    """A paragraph filled to the width of the rest of the file, figures put in."""
+    return textwrap.fill(paragraph, width=84, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def environment_lines(results: dict[str, Any]) -> list[str]:
@@ -261,6 +375,12 @@ def markdown(results: dict[str, Any]) -> str:
         *own_figures(results),
         "",
         METHOD_OWN.format(**settings).strip(),
+        "",
+        "## Console",
+        "",
+        *console_figures(results),
+        "",
+        console_method(results),
         "",
         "## Side by side with the alternatives",
         "",
@@ -360,7 +480,9 @@ How each was taken:
    worker's own connections: how many changed state (`pg_stat_activity`) in the
    window, which only a statement the worker sends can do.
 5. cronlock's runs of figure 1 on a second database, whose `job_execution` holds
-   {history_rows:,} finished runs (100 jobs, the timed job among them, analysed),
+   {history_rows:,} finished runs (100 jobs, the timed job among them, analysed;
+   inserted without the day-counts trigger, then counted by revision 0006's
+   backfill statement, as `benchmarks/day_counts.py` explains),
    alternating in {chunks} chunks with the same runs on the first database, whose
    table holds only figure 1's few thousand runs (analysed, as autovacuum would;
    an emptied table's stale statistics let PostgreSQL scan it as it grows, which
@@ -368,6 +490,45 @@ How each was taken:
 6. `cronlock worker` started five times against a migrated database, from the
    process start to the systemd `READY=1` it sends once the schema is checked and
    the jobs are registered.
+"""
+
+METHOD_CONSOLE = """
+How these were taken:
+
+- The dataset: {jobs} jobs (`benchmarks/console_jobs.py`: one every 30 s, 18 every
+minute, 8 every 5 minutes, 12 every 15, 40 hourly, 16 every four hours, 85 daily,
+15 weekly, and 5 daily ones with parameters) and {runs:,} runs over the last
+{history_days} days, laid out on each job's own instants by one `INSERT ... SELECT`
+over `generate_series` (`benchmarks/console.py`), oldest first: {success:,} SUCCESS
+with durations spread around each job's typical one (10 ms to 10 s), {failure:,}
+FAILURE, {second_attempts:,} second attempts after a failure, {skipped:,} SKIPPED,
+{missed:,} MISSED, and {manual_runs} runs by hand with parameters. `job_execution`
+takes {table_mib:.0f} MiB with its indexes.
+- {seeded} Then `VACUUM ANALYZE` ({vacuum_analyze_s:.1f} s).
+- The routes: `cronlock serve` serves that database on a loopback port (no token
+set: reads are open), and one kept-alive HTTP connection asks the three routes in
+turn, {console_warmup_requests} rounds of warm-up, then {console_requests} timed
+rounds; a time runs from sending the request to the body's last byte. The
+timeline asks for (now − 24 h, now] each time. The console, PostgreSQL and the
+client take turns on one request at a time, so they keep about one core busy: a
+busy share well above that of one core means other work shared the machine.
+- Idle: in figure 4's window, a second `cronlock worker` with `METRICS_PORT` set
+idles beside the first; it answers one GET /healthz (which reads nothing from the
+database) before the window, and nothing asks it anything afterwards.
+- The trigger: figure 1's cronlock runs on two fresh databases of the same server,
+one with the user triggers of `job_execution` disabled, alternating in {chunks}
+chunks. Figure 1's floor runs on a database with the trigger, as cronlock does, so
+the overhead ratio there does not show what the trigger adds; this comparison does.
+"""
+
+SEED_BACKFILL = """
+The runs were inserted with the user triggers of `job_execution` disabled ({insert_s:.0f} s),
+then `job_day_counts` ({day_count_rows:,} rows) was filled by revision 0006's backfill
+statement ({backfill_s:.1f} s), which gives the same rows as the trigger (checked on a
+smaller seed). With the trigger firing per row, the one insert takes minutes: each
+(job, day) row is updated once per run of that day (1,440 times for a per-minute
+job) in one transaction, and none of its dead versions can be pruned before the
+commit (`BENCH_CONSOLE_SEED=trigger` seeds that way; `benchmarks/day_counts.py`).
 """
 
 SCENARIO = """
@@ -414,6 +575,19 @@ READING = """
   short poll (50 ms at first). The tail follows the machine: in this run the
   floor's hand-written runs of figure 1 (no scheduling at all) took up to
   {floor_max_ms:.0f} ms, and the hypervisor took {stolen} of the cores' time.
+- **Console.** The overview's eight statements read indexes or a few thousand
+  rows of per-day counts: on a million runs they take tens of milliseconds of
+  database time together (`EXPLAIN ANALYZE`), most of it the statistics, which
+  add up each job's days of the retention window and merge their duration
+  histograms bucket by bucket in the database. The rest of a request is Python:
+  200 job views with their last runs and last 30 instants' outcomes, turned into
+  JSON or HTML. Listing each job's instants through croniter costs tens of
+  microseconds a step, more than all the queries for 200 jobs, so the console
+  keeps them between requests and walks on only past the ones that have come;
+  the first request after a start lists them all. The timeline's query reads the
+  day's runs through the (job, instant, attempt) index in a few milliseconds;
+  most of its time is croniter listing the day's instants, and the rows turned
+  into the API's models.
 - **Instants.** A run recorded for the second it started in (PgQueuer,
   APScheduler 3) can hide lateness: a run due at one second that starts in the
   next counts as that next second's run, and its own instant as missed.

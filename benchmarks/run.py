@@ -9,12 +9,14 @@ alarm ends a run that goes past ``TIME_LIMIT_S``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,9 +26,10 @@ import psycopg
 from app.config import normalize_database_url
 from app.store.database import Database
 from app.store.migrations import upgrade_to_head
-from benchmarks import overhead, report, ticks
+from benchmarks import console, overhead, report, ticks
 from benchmarks.peers.harness import (
     TOOLS,
+    IdleWorker,
     Scenario,
     measure_idle,
     run_scenario,
@@ -36,7 +39,7 @@ from benchmarks.peers.harness import (
 from benchmarks.server import cpu_ticks, environment, postgres_server, scratch_database
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-TIME_LIMIT_S = 14 * 60
+TIME_LIMIT_S = 18 * 60
 PEER_SHAPES = ((1, 20), (4, 20), (1, 200), (4, 200))  # (worker processes, jobs)
 PEER_PERIODS = int(os.environ.get("BENCH_PEER_PERIODS", "10"))
 DELAY_PERIODS = 100  # p99 by nearest rank is then the second-highest delay, not the highest
@@ -45,6 +48,7 @@ STARTUP_RUNS = 5
 HISTORY_ROWS = int(os.environ.get("BENCH_HISTORY_ROWS", "1000000"))
 TICK_PROCESSES = (2, 4)
 TICK_ROUNDS = 3
+CONSOLE_IDLE = "cronlock_console"
 
 
 def _migrate(libpq_url: str) -> None:
@@ -111,6 +115,38 @@ def bench_core(admin_url: str, folder: Path) -> dict[str, Any]:
     return core
 
 
+def bench_idle(admin_url: str, folder: Path) -> dict[str, Any]:
+    """Every tool's worker idle, and cronlock's again serving the console that nobody asks."""
+    port = console.free_port()
+    served = {"METRICS_PORT": str(port), "METRICS_HOST": console.HOST}
+    idle = {tool: IdleWorker(tool) for tool in TOOLS}
+    idle[CONSOLE_IDLE] = IdleWorker("cronlock", env=served, http_port=port)
+    return measure_idle(admin_url, idle, IDLE_WINDOW_S, folder)
+
+
+def bench_console(admin_url: str, folder: Path) -> dict[str, Any]:
+    """The console's routes on 200 jobs and a million runs, then what its trigger costs a run."""
+    with scratch_database(admin_url, "bench_console", _migrate) as libpq_url:
+        result = console.measure(libpq_url, folder)
+    with (
+        scratch_database(admin_url, "bench_trigger_on", _migrate) as on_url,
+        scratch_database(admin_url, "bench_trigger_off", _migrate) as off_url,
+    ):
+        with psycopg.connect(off_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE job_execution DISABLE TRIGGER USER")
+        on = Database(normalize_database_url(on_url), application_name="bench-trigger-on")
+        off = Database(normalize_database_url(off_url), application_name="bench-trigger-off")
+        try:
+            cpu = cpu_ticks()
+            result["trigger"] = overhead.compare_triggers(on, off, overhead.BASE)
+            busy, stolen = cpu.shares(cpu_ticks())
+            result["trigger"] |= {"machine_busy": busy, "machine_stolen": stolen}
+        finally:
+            on.dispose()
+            off.dispose()
+    return result
+
+
 def bench_ticks(admin_url: str) -> dict[str, Any]:
     """A tick of 1,000 no-op jobs: one worker, then 2 and 4 worker processes, in rounds.
 
@@ -145,8 +181,48 @@ def _out_of_time(signum: int, frame: FrameType | None) -> None:
     raise TimeoutError(f"the benchmark ran past its {TIME_LIMIT_S} s limit")
 
 
-def main() -> None:
-    """Run every measure, write docs/benchmarks.{md,json,png}, print the Markdown."""
+def _steps(admin_url: str, folder: Path) -> dict[str, Callable[[], Any]]:
+    """Every measure, in the order a run takes them."""
+    return {
+        "start_delay": lambda: bench_start_delay(admin_url, folder),
+        "idle": lambda: bench_idle(admin_url, folder),
+        "startup": lambda: bench_startup(admin_url, folder),
+        "core": lambda: bench_core(admin_url, folder),
+        "console": lambda: bench_console(admin_url, folder),
+        "ticks": lambda: bench_ticks(admin_url),
+        "peers": lambda: bench_peers(admin_url, folder),
+    }
+
+
+STEPS = ("start_delay", "idle", "startup", "core", "console", "ticks", "peers")
+
+
+def _without_samples(value: Any) -> Any:
+    """The figures without their lists of timed samples, for printing."""
+    if isinstance(value, dict):
+        return {k: _without_samples(v) for k, v in value.items() if not k.startswith("samples")}
+    if isinstance(value, list):
+        return [_without_samples(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every measure, write docs/benchmarks.{md,json,png}, print the Markdown.
+
+    `--only STEP,...` runs those measures alone and prints their figures as JSON,
+    writing nothing: for working on one measure.
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument(
+        "--only",
+        type=lambda raw: [step.strip() for step in raw.split(",")],
+        metavar="STEP,...",
+        help=f"run these measures alone, write nothing: {', '.join(STEPS)}",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(STEPS))
+    if unknown:
+        parser.error(f"no measure is called {', '.join(unknown)}; use {', '.join(STEPS)}")
     signal.signal(signal.SIGALRM, _out_of_time)
     signal.alarm(TIME_LIMIT_S)
     started, cpu = time.monotonic(), cpu_ticks()
@@ -157,21 +233,17 @@ def main() -> None:
         ):
             folder = Path(scratch)
             results: dict[str, Any] = {"environment": environment(admin_url, server)}
-            steps = [
-                ("start_delay", lambda: bench_start_delay(admin_url, folder)),
-                ("idle", lambda: measure_idle(admin_url, list(TOOLS), IDLE_WINDOW_S, folder)),
-                ("startup", lambda: bench_startup(admin_url, folder)),
-                ("core", lambda: bench_core(admin_url, folder)),
-                ("ticks", lambda: bench_ticks(admin_url)),
-                ("peers", lambda: bench_peers(admin_url, folder)),
-            ]
-            for key, step in steps:
+            steps = _steps(admin_url, folder)
+            for key in args.only or STEPS:
                 print(f"{key} ...", flush=True)
-                results[key] = step()
+                results[key] = steps[key]()
     finally:
         signal.alarm(0)
     results["elapsed_s"] = time.monotonic() - started
     results["machine_busy"], results["machine_stolen"] = cpu.shares(cpu_ticks())
+    if args.only:
+        print(json.dumps(_without_samples(results), indent=1))
+        return
     results["settings"] = {
         "peer_periods": PEER_PERIODS,
         "delay_periods": DELAY_PERIODS,
@@ -180,6 +252,9 @@ def main() -> None:
         "timed_runs": overhead.TIMED_RUNS,
         "warmup_runs": overhead.WARMUP_RUNS,
         "chunks": overhead.CHUNKS,
+        "console_runs": console.RUNS,
+        "console_requests": console.TIMED_REQUESTS,
+        "console_warmup_requests": console.WARMUP_REQUESTS,
     }
     (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
     report.chart(results, DOCS / "benchmarks.png")

@@ -1,9 +1,9 @@
 """The reads behind the console and its API: statistics, pages of runs, a job's instants.
 
 Each is sized to stay fast on a table of millions of runs: statistics read the
-per-day counts (a few rows per job), pages of runs walk (job_name, id) from a
-cursor, and a range of instants reads the (job_name, scheduled_for, attempt)
-unique index.
+per-day counts (a few rows per job, added up in the database), pages of runs walk
+(job_name, id) from a cursor, and a range of instants reads the (job_name,
+scheduled_for, attempt) unique index.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Text, bindparam, delete, func, select, text, true
+from sqlalchemy import DateTime, Integer, Text, bindparam, delete, func, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.core.outcomes import RunStatus, Trigger
@@ -24,31 +24,54 @@ from app.store.models import JobDayCounts, JobExecution, JobRow
 _TODAY_UTC = func.timezone("UTC", func.now()).cast(JobDayCounts.day.type)
 
 
+# Per job over the window: its days' counts added up, and their duration histograms
+# merged bucket by bucket. Adding them up here returns a row per job where the days
+# would be thousands of JSON documents for Python to parse and merge.
+_RUN_STATS = text(
+    """
+    WITH in_window AS (
+        SELECT * FROM job_day_counts
+        WHERE day > timezone('UTC', now())::date - :days
+    ),
+    buckets AS (
+        SELECT w.job_name, d.key AS bucket, sum(d.value::integer) AS n
+        FROM in_window w CROSS JOIN LATERAL jsonb_each_text(w.durations) AS d
+        GROUP BY 1, 2
+    ),
+    histograms AS (
+        SELECT job_name, jsonb_object_agg(bucket, n) AS durations FROM buckets GROUP BY 1
+    )
+    SELECT t.job_name, t.runs, t.failures, t.skipped, t.missed, t.duration_ms_sum,
+           coalesce(h.durations, '{}'::jsonb) AS durations
+    FROM (
+        SELECT job_name, sum(runs) AS runs, sum(failures) AS failures,
+               sum(skipped) AS skipped, sum(missed) AS missed,
+               sum(duration_ms_sum) AS duration_ms_sum
+        FROM in_window GROUP BY job_name
+    ) t
+    LEFT JOIN histograms h USING (job_name)
+    """
+).bindparams(bindparam("days", type_=Integer))
+
+
 def run_stats(database: Database, *, days: int) -> dict[str, RunStats]:
     """Per job, over the last `days` UTC days (today included): counts, average, p95."""
-    query = select(
-        JobDayCounts.job_name,
-        JobDayCounts.runs,
-        JobDayCounts.failures,
-        JobDayCounts.skipped,
-        JobDayCounts.missed,
-        JobDayCounts.duration_ms_sum,
-        JobDayCounts.durations,
-    ).where(JobDayCounts.day > _TODAY_UTC - days)
-    per_job: dict[str, list[DayCounts]] = {}
     with database.transaction() as session:
-        for row in session.execute(query):
-            per_job.setdefault(row.job_name, []).append(
-                DayCounts(
-                    runs=row.runs,
-                    failures=row.failures,
-                    skipped=row.skipped,
-                    missed=row.missed,
-                    duration_ms_sum=row.duration_ms_sum,
-                    durations={int(bucket): n for bucket, n in row.durations.items()},
-                )
+        return {
+            row.job_name: summarize(
+                [
+                    DayCounts(
+                        runs=int(row.runs),
+                        failures=int(row.failures),
+                        skipped=int(row.skipped),
+                        missed=int(row.missed),
+                        duration_ms_sum=float(row.duration_ms_sum),
+                        durations={int(bucket): int(n) for bucket, n in row.durations.items()},
+                    )
+                ]
             )
-    return {name: summarize(days_of_job) for name, days_of_job in per_job.items()}
+            for row in session.execute(_RUN_STATS, {"days": days})
+        }
 
 
 def prune_day_counts(database: Database, *, days: int) -> int:

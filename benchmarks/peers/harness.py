@@ -12,6 +12,7 @@ processes' whole lives, CPU and peak RSS from ``/proc``.
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import selectors
@@ -87,9 +88,20 @@ def memory_kib(pid: int, field: str) -> int:
 
 @contextmanager
 def workers(
-    tool: str, url: str, count: int, *, jobs: int, every: str, out: Path, log: Path
+    tool: str,
+    url: str,
+    count: int,
+    *,
+    jobs: int,
+    every: str,
+    out: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> Iterator[list[subprocess.Popen[str]]]:
-    """Start `count` worker processes, wait until each prints `ready`, stop them afterwards."""
+    """Start `count` worker processes, wait until each prints `ready`, stop them afterwards.
+
+    `env` adds variables to the processes' environment.
+    """
     started = [
         subprocess.Popen(
             _adapter(
@@ -107,6 +119,7 @@ def workers(
             stdout=subprocess.PIPE,
             stderr=log.open("a"),
             text=True,
+            env=None if env is None else os.environ | env,
         )
         for _ in range(count)
     ]
@@ -259,47 +272,73 @@ def run_scenario(admin_url: str, scenario: Scenario, folder: Path) -> dict[str, 
     )
 
 
-def measure_idle(admin_url: str, tools: list[str], window_s: float, folder: Path) -> Any:
-    """Transactions per idle minute and RSS: one worker per tool, jobs due once a year.
+@dataclass(frozen=True)
+class IdleWorker:
+    """One idle worker: its tool's adapter, what it adds to the worker's environment, and
+    an HTTP port the worker serves (asked GET /healthz once, before the window)."""
 
-    All tools idle at once, each in its own database, so the window is paid once.
+    tool: str
+    env: dict[str, str] | None = None
+    http_port: int | None = None
+
+
+def measure_idle(admin_url: str, idle: dict[str, IdleWorker], window_s: float, folder: Path) -> Any:
+    """Transactions per idle minute and RSS: one worker per entry, jobs due once a year.
+
+    All workers idle at once, each in its own database, so the window is paid once.
     Counters are read while the workers run: a backend may hold up to 10 s of its
     counts back, at the start of the window as at its end, so for steady polling
     the two edges cancel out; the settle wait lets start-up traffic land first.
     """
     settle_s = 11.0
     results: dict[str, Any] = {}
+    healthz: dict[str, int] = {}
     with ExitStack() as stack:
         running = {}
-        for tool in tools:
-            name = f"bench_idle_{tool}"
+        for label, entry in idle.items():
+            name = f"bench_idle_{label}"
             url = stack.enter_context(
-                scratch_database(admin_url, name, lambda url, tool=tool: setup_tool(tool, url))
+                scratch_database(admin_url, name, lambda url, t=entry.tool: setup_tool(t, url))
             )
             group = workers(
-                tool,
+                entry.tool,
                 url,
                 1,
                 jobs=20,
                 every="year",
                 out=folder / "idle.out",
-                log=folder / f"idle_{tool}.log",
+                log=folder / f"idle_{label}.log",
+                env=entry.env,
             )
-            running[tool] = (name, stack.enter_context(group)[0])
+            running[label] = (name, stack.enter_context(group)[0])
+            if entry.http_port is not None:
+                healthz[label] = _healthz(entry.http_port)
         time.sleep(settle_s)
         opened = _database_now(admin_url)
-        before = {tool: transactions(admin_url, name) for tool, (name, _) in running.items()}
+        before = {label: transactions(admin_url, name) for label, (name, _) in running.items()}
         time.sleep(window_s)
-        for tool, (name, process) in running.items():
-            used = transactions(admin_url, name) - before[tool]
-            results[tool] = {
+        for label, (name, process) in running.items():
+            used = transactions(admin_url, name) - before[label]
+            results[label] = {
                 "window_s": window_s,
                 "transactions": used,
                 "transactions_per_minute": used * 60 / window_s,
                 "statements_seen": _busy_connections(admin_url, name, opened),
                 "rss_mib": memory_kib(process.pid, "VmRSS") / 1024,
             }
+            if label in healthz:
+                results[label]["healthz"] = healthz[label]
     return results
+
+
+def _healthz(port: int) -> int:
+    """The status of GET /healthz on a loopback port: proof that the worker serves it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def _database_now(admin_url: str) -> Any:
