@@ -8,6 +8,7 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from app.cli.common import (
     EXIT_INTERRUPTED,
@@ -17,12 +18,14 @@ from app.cli.common import (
     Deployment,
     ready_store,
 )
-from app.console.server import Console, ConsoleServer
 from app.errors import ConfigError
 from app.ops.health import Probes
 from app.ops.systemd import Notifier
 from app.runtime.worker import LIVENESS_INTERVAL_S, Worker
 from app.store.facade import Store
+
+if TYPE_CHECKING:
+    from app.console.server import ConsoleServer
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +69,13 @@ def cmd_worker(args: argparse.Namespace, deployment: Deployment) -> int:
 
 
 def _console_server(store: Store, deployment: Deployment, probes: Probes) -> ConsoleServer:
-    """The console on METRICS_HOST:METRICS_PORT, bound now (a taken port is exit 2)."""
+    """The console on METRICS_HOST:METRICS_PORT, bound now (a taken port is exit 2).
+
+    Imported here: the web stack is a fifth of an idle worker's memory, and a
+    worker without METRICS_PORT does not need it.
+    """
+    from app.console.server import Console, ConsoleServer  # noqa: PLC0415
+
     settings = deployment.settings
     console = Console(store, deployment.registry, deployment.jobs, settings, probes)
     assert settings.metrics_port is not None  # noqa: S101 - checked by the callers
