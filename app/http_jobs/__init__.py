@@ -8,5 +8,6 @@ client-credentials cache), `policy` (pure rules: verdicts, waits, excerpts).
 """
 
 from app.http_jobs.definition import http_job
+from app.http_jobs.registry_file import load_jobs_file
 
-__all__ = ["http_job"]
+__all__ = ["http_job", "load_jobs_file"]
