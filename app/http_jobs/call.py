@@ -114,9 +114,9 @@ async def perform(
             progress.last, progress.last_status = NO_ANSWER, "timeout"
             _observe(plan, "timeout", time.monotonic() - sent)
         except TokenNotIssued as exc:
+            progress.last, progress.last_status = f"got no token: {exc.message}", "token_error"
             if not exc.retryable:
-                raise _failed(plan, progress, exc.message) from None
-            progress.last, progress.last_status = exc.message, "token_error"
+                raise _failed(plan, progress, progress.last) from None
             retry_after = exc.retry_after
         except httpx.TransportError as exc:
             progress.last = transport_failure(exc)

@@ -184,9 +184,19 @@ def test_refused_client_credentials_fail_at_once_and_say_so(database, env, token
     token.then(Reply(401, json={"error": "invalid_client", "error_description": "bad secret"}))
     [run] = tick(database, env, releasing())
     assert run.status == "FAILURE"
+    assert "got no token: token endpoint 127.0.0.1:" in run.error_message
     assert "refused the client credentials (401): invalid_client: bad secret" in run.error_message
     assert len(token.requests()) == 1
     assert target.requests() == []
+
+
+def test_a_token_endpoint_that_fails_for_a_moment_is_tried_again(database, env, token, target):
+    token.then(Reply(503, text="auth is restarting"))
+    [run] = tick(database, env, releasing())
+    assert run.status == "SUCCESS", run.error_message
+    assert run.result["attempts"] == 2
+    assert len(token.requests()) == 2
+    assert len(target.requests()) == 1
 
 
 def test_a_429_is_retried_after_its_retry_after(database, env, target):
