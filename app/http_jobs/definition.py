@@ -19,7 +19,7 @@ from app.http_jobs.target import DEFAULT_TIMEOUT_S, HttpTarget, check_target
 from app.runtime.context import RunContext
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity, as a function is
 class HttpCall:
     """The body of an HTTP job: its target, called once per run."""
 

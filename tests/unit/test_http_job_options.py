@@ -37,6 +37,7 @@ def test_a_declaration_is_a_job_with_its_call_as_description():
     assert job.description == ("POST $MEMBERSHIP_URL/v1/admin/commission-locks/release-expired")
     assert job.body.target.method == "POST"
     assert job.body.target.scopes == ("admin:membership",)
+    assert hash(job) == hash(job)  # hashable like any job, though its body and headers are dicts
 
 
 @pytest.mark.parametrize(
