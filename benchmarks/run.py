@@ -24,7 +24,7 @@ import psycopg
 from app.config import normalize_database_url
 from app.store.database import Database
 from app.store.migrations import upgrade_to_head
-from benchmarks import overhead, report, ticks
+from benchmarks import http_job, overhead, report, ticks
 from benchmarks.peers.harness import (
     TOOLS,
     Scenario,
@@ -164,6 +164,7 @@ def main() -> None:
                 ("core", lambda: bench_core(admin_url, folder)),
                 ("ticks", lambda: bench_ticks(admin_url)),
                 ("peers", lambda: bench_peers(admin_url, folder)),
+                ("http_job", lambda: http_job.bench(admin_url)),
             ]
             for key, step in steps:
                 print(f"{key} ...", flush=True)
@@ -183,7 +184,7 @@ def main() -> None:
     }
     (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
     report.chart(results, DOCS / "benchmarks.png")
-    markdown = report.markdown(results)
+    markdown = report.markdown(results) + "\n" + http_job.markdown(results["http_job"])
     (DOCS / "benchmarks.md").write_text(markdown)
     print(markdown)
 
