@@ -115,3 +115,11 @@ def test_every_bad_entry_gets_its_own_line(tmp_path: Path):
 def test_a_missing_file_says_so(tmp_path: Path):
     with pytest.raises(JobsFileError, match=r"JOBS_FILE=.*nowhere.toml: no such file"):
         load_jobs_file(tmp_path / "nowhere.toml")
+
+
+def test_the_example_in_deploy_loads():
+    example = Path(__file__).resolve().parents[2] / "deploy" / "jobs.example.toml"
+    assert [job.name for job in load_jobs_file(example)] == [
+        "release-commission-locks",
+        "expire-invitations",
+    ]
