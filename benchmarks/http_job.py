@@ -1,13 +1,15 @@
 """Per-run overhead of an HTTP job: `http_job` against the same call as a bare httpx POST.
 
-Both kinds of run go through cronlock's real path (claim, body under the alarm,
+Three kinds of run go through cronlock's real path (claim, body under the alarm,
 finish) on the same database, against the same loopback target served by another
-process, and alternate in chunks so machine noise hits both. The floor is a plain
-job whose body sends the same POST (same headers, body and token) with a new
-`httpx.Client` per run, as a job body would; it shares one TLS context, as the
-HTTP job does, so loading the CA bundle is not counted against either. What is
-left is the HTTP job's own work: its event loop and watcher, the token cache,
-its headers, the excerpt kept as the result, its log line and metrics.
+process, and alternate in chunks so machine noise hits all of them. The floor is a
+plain job whose body sends the same POST (same headers, body and token) with a new
+`httpx.Client` per run, as a job body would. The middle one sends it with an
+`httpx.AsyncClient` in `asyncio.run`, as the HTTP job does, which shows what
+httpx's async path costs by itself. Both share one TLS context, as the HTTP job
+does, so loading the CA bundle is counted against none. What the HTTP job adds
+over the middle one is its own work: the stop watcher, the token cache, its
+headers, the excerpt kept as the result, its log line and metrics.
 
 ``python -m benchmarks.http_job`` (or ``make bench-http``) runs this figure alone
 and rewrites its section of docs/benchmarks.md and its key in benchmarks.json;
@@ -16,6 +18,7 @@ and rewrites its section of docs/benchmarks.md and its key in benchmarks.json;
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -99,23 +102,33 @@ def _serve() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the loopback target did not start")
 
 
-def _bare_job(url: str) -> Job:
-    """A plain job whose body sends the HTTP job's request by hand with httpx."""
+def _bare_job(url: str, *, asynchronous: bool = False) -> Job:
+    """A plain job whose body sends the HTTP job's request by hand with httpx: with a
+    `Client`, or (`asynchronous`) with an `AsyncClient` in `asyncio.run`, as the HTTP job."""
     tls = httpx.create_ssl_context()
 
-    def body(ctx: RunContext) -> dict[str, Any]:
-        headers = {
+    def headers(ctx: RunContext) -> dict[str, str]:
+        return {
             "Authorization": "Bearer bench-token",
             "Idempotency-Key": f"{ctx.job_name}:{ctx.scheduled_for.isoformat()}",
             "X-Cronlock-Run-Id": str(ctx.run_id),
             "X-Cronlock-Scheduled-For": ctx.scheduled_for.isoformat(),
         }
-        with httpx.Client(verify=tls, timeout=30) as client:
-            response = client.post(f"{url}{PATH}", headers=headers, json=BODY)
+
+    async def post(ctx: RunContext) -> httpx.Response:
+        async with httpx.AsyncClient(verify=tls, timeout=30) as client:
+            return await client.post(f"{url}{PATH}", headers=headers(ctx), json=BODY)
+
+    def body(ctx: RunContext) -> dict[str, Any]:
+        if asynchronous:
+            response = asyncio.run(post(ctx))
+        else:
+            with httpx.Client(verify=tls, timeout=30) as client:
+                response = client.post(f"{url}{PATH}", headers=headers(ctx), json=BODY)
         response.raise_for_status()
         return {"status": response.status_code, "response": response.json()}
 
-    return Job(name="bare-httpx", body=body, timeout_s=30)
+    return Job(name="bare-async" if asynchronous else "bare-httpx", body=body, timeout_s=30)
 
 
 def _runner(store: Store, job: Job, settings: Settings, heartbeat: Heartbeat) -> Any:
@@ -174,6 +187,9 @@ def bench(admin_url: str) -> dict[str, Any]:
                         {
                             "http_job": _runner(store, job, settings, heartbeat),
                             "bare_httpx": _runner(store, _bare_job(url), settings, heartbeat),
+                            "bare_async": _runner(
+                                store, _bare_job(url, asynchronous=True), settings, heartbeat
+                            ),
                         }
                     )
             finally:
@@ -214,27 +230,49 @@ def _migrate(libpq_url: str) -> None:
         database.dispose()
 
 
-def _summary(samples: dict[str, list[int]]) -> dict[str, Any]:
+def _chunked(samples: dict[str, list[int]], first: str, second: str) -> dict[str, Any]:
+    """`first` less `second`, chunk by chunk: the median difference (µs), each chunk's, and
+    the median ratio."""
     size = TIMED_RUNS // CHUNKS
-    ours, floor = samples["http_job"], samples["bare_httpx"]
-    chunks = [(ours[i : i + size], floor[i : i + size]) for i in range(0, TIMED_RUNS, size)]
-    differences = [(statistics.median(a) - statistics.median(b)) / 1000 for a, b in chunks]
-    ratios = [statistics.median(a) / statistics.median(b) for a, b in chunks]
+    chunks = [
+        (
+            statistics.median(samples[first][i : i + size]),
+            statistics.median(samples[second][i : i + size]),
+        )
+        for i in range(0, TIMED_RUNS, size)
+    ]
+    differences = [(a - b) / 1000 for a, b in chunks]
+    return {
+        "difference_us_median": statistics.median(differences),
+        "difference_us_chunks": differences,
+        "ratio_median": statistics.median(a / b for a, b in chunks),
+    }
+
+
+def _summary(samples: dict[str, list[int]]) -> dict[str, Any]:
     return {
         "runs": TIMED_RUNS,
         "chunks": CHUNKS,
-        "http_job": summarize(ours),
-        "bare_httpx": summarize(floor),
-        "overhead_us_median": statistics.median(differences),
-        "overhead_us_chunks": differences,
-        "ratio_median": statistics.median(ratios),
+        **{label: summarize(taken) for label, taken in samples.items()},
+        "over_bare_httpx": _chunked(samples, "http_job", "bare_httpx"),
+        "over_bare_async": _chunked(samples, "http_job", "bare_async"),
+        "async_over_sync": _chunked(samples, "bare_async", "bare_httpx"),
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
     """This figure's section of docs/benchmarks.md."""
-    ours, floor = result["http_job"], result["bare_httpx"]
-    chunks = result["overhead_us_chunks"]
+
+    def runs(label: str) -> str:
+        return f"{result[label]['median_us']:.0f} / {result[label]['p99_us']:.0f} µs"
+
+    def over(key: str) -> str:
+        chunks = result[key]["difference_us_chunks"]
+        return (
+            f"{result[key]['difference_us_median']:.0f} µs ({min(chunks):.0f}–{max(chunks):.0f});"
+            f" {result[key]['ratio_median']:.2f}×"
+        )
+
     return "\n".join(
         [
             SECTION,
@@ -242,23 +280,39 @@ def markdown(result: dict[str, Any]) -> str:
             "| Figure | Value |",
             "|---|---|",
             "| 7. Per-run overhead of an HTTP job against a loopback target, median / p99 |"
-            f" {ours['median_us']:.0f} / {ours['p99_us']:.0f} µs |",
-            "|    The same POST as a bare httpx call in a plain job's body, median / p99 |"
-            f" {floor['median_us']:.0f} / {floor['p99_us']:.0f} µs |",
-            "|    HTTP job's own cost: median of chunk differences (min–max of chunks) |"
-            f" {result['overhead_us_median']:.0f} µs ({min(chunks):.0f}–{max(chunks):.0f}) |",
-            "|    HTTP job / bare call, whole run: median of chunk ratios |"
-            f" {result['ratio_median']:.2f} |",
+            f" {runs('http_job')} |",
+            "|    The same POST as a bare httpx call in a plain job's body (`httpx.Client`) |"
+            f" {runs('bare_httpx')} |",
+            "|    The same POST by hand with `httpx.AsyncClient` in `asyncio.run` |"
+            f" {runs('bare_async')} |",
+            "|    HTTP job over the bare call: median of chunk differences (min–max); ratio |"
+            f" {over('over_bare_httpx')} |",
+            f"|    of which httpx's async path over its sync one | {over('async_over_sync')} |",
+            f"|    of which the HTTP job's own work | {over('over_bare_async')} |",
             "",
-            f"Both are full runs through cronlock (claim, body, finish), {result['runs']:,} of each"
-            f" after warm-up, alternating in {result['chunks']} chunks, against one target",
-            "served by another process on loopback. The bare call builds an `httpx.Client` per",
-            "run with a shared TLS context and sends the same headers, body and token; the HTTP",
-            "job adds its event loop and stop watcher, the token cache, its result (status,",
-            "attempts, excerpt), one log line and its metrics. `make bench-http` runs this alone.",
+            f"All are full runs through cronlock (claim, body, finish), {result['runs']:,} of",
+            f"each after warm-up, alternating in {result['chunks']} chunks, against one target",
+            "served by another process on loopback, with a worker's JSON logging written to",
+            "/dev/null. The bare calls build a client per run with a shared TLS context and send",
+            "the same headers, body and token. The HTTP job's own work is its stop watcher, the",
+            "token cache, its result (status, attempts, excerpt), one more log line and its",
+            "metrics. `make bench-http` runs this figure alone.",
+            *_alone(result.get("environment")),
             "",
         ]
     )
+
+
+def _alone(env: dict[str, Any] | None) -> list[str]:
+    """When the figure was taken in a run of its own, on what."""
+    if env is None:
+        return []
+    return [
+        "",
+        f"These figures come from a run of their own: PostgreSQL {env['postgresql']}"
+        f" ({env['server']}), Python {env['python']}, httpx {env['httpx']},"
+        f" {env['cpus']} CPU cores.",
+    ]
 
 
 def _write(result: dict[str, Any]) -> None:
@@ -281,8 +335,8 @@ def _write(result: dict[str, Any]) -> None:
 def main() -> None:
     """Measure this figure alone, write it into docs/, print it."""
     with postgres_server() as (admin_url, server):
-        print(json.dumps(environment(admin_url, server)), flush=True)
-        result = bench(admin_url)
+        measured_on = environment(admin_url, server) | {"httpx": httpx.__version__}
+        result = bench(admin_url) | {"environment": measured_on}
     _write(result)
     print(markdown(result))
 
