@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run test test-fast test-unit browser lint format bench screenshots clean
+.PHONY: install run test test-fast test-unit browser lint format bench bench-http screenshots clean
 
 install: $(STAMP)
 
@@ -54,6 +54,10 @@ format: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# One figure alone: an HTTP job's per-run overhead (needs no peer tools).
+bench-http: $(STAMP)
+	$(BIN)/python -m benchmarks.http_job
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -57,9 +58,17 @@ ENV_VARIABLES: tuple[str, ...] = (
     "ALERT_WEBHOOK_URL",
     "NOTIFY_SOCKET",
     "WATCHDOG_USEC",
+    "JOBS_FILE",
+    "M2M_TOKEN_URL",
+    "M2M_CLIENT_ID",
+    "M2M_CLIENT_SECRET",
+    "M2M_AUDIENCE",
+    "M2M_SCOPES",
 )
 # The per-job variables end so: <NAME>_ENABLED and <NAME>_SCHEDULE.
 JOB_VARIABLE_SUFFIXES: tuple[str, ...] = ("_ENABLED", "_SCHEDULE")
+# An HTTP job's `url_env` names a variable ending so (MEMBERSHIP_URL).
+SERVICE_URL_SUFFIX = "_URL"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -205,6 +214,70 @@ def _webhook_url(env: Mapping[str, str]) -> str | None:
     return webhook
 
 
+def _metrics_port(env: Mapping[str, str]) -> str:
+    raw_port = env.get("METRICS_PORT", "").strip()
+    if raw_port and not (_PORT.fullmatch(raw_port) and 1 <= int(raw_port) <= 65535):
+        raise ConfigError(f"METRICS_PORT={shown(raw_port)} is not a port; use 1-65535, e.g. 9464")
+    return raw_port
+
+
+@dataclass(frozen=True, kw_only=True)
+class M2MClient:
+    """The OAuth2 client-credentials client that HTTP jobs take their tokens with (M2M_*).
+
+    Checked for completeness only when an enabled HTTP job needs it (`missing`).
+    """
+
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    audience: str | None = None
+    scopes: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The variables an HTTP job needs that are unset."""
+        return [
+            variable
+            for variable, value in (
+                ("M2M_TOKEN_URL", self.token_url),
+                ("M2M_CLIENT_ID", self.client_id),
+                ("M2M_CLIENT_SECRET", self.client_secret),
+            )
+            if not value
+        ]
+
+
+def parse_scopes(raw: str) -> tuple[str, ...]:
+    """Scopes written space- or comma-separated, in their order, each once."""
+    return tuple(dict.fromkeys(part for part in re.split(r"[\s,]+", raw) if part))
+
+
+def _http_jobs(env: Mapping[str, str]) -> dict[str, Any]:
+    """JOBS_FILE, the M2M client, and the *_URL variables HTTP jobs may name."""
+    token_url = env.get("M2M_TOKEN_URL", "").strip() or None
+    if token_url and not _http_url(token_url):
+        raise ConfigError(
+            "M2M_TOKEN_URL is not an http(s) URL with a host; "
+            "e.g. https://auth.example.com/oauth/token"
+        )
+    jobs_file = env.get("JOBS_FILE", "").strip()
+    return {
+        "jobs_file": Path(jobs_file) if jobs_file else None,
+        "m2m": M2MClient(
+            token_url=token_url,
+            client_id=env.get("M2M_CLIENT_ID", "").strip() or None,
+            client_secret=env.get("M2M_CLIENT_SECRET", "").strip() or None,
+            audience=env.get("M2M_AUDIENCE", "").strip() or None,
+            scopes=parse_scopes(env.get("M2M_SCOPES", "")),
+        ),
+        "service_urls": {
+            key: value
+            for key, value in env.items()
+            if key.endswith(SERVICE_URL_SUFFIX) and key not in ENV_VARIABLES
+        },
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything cronlock reads from its environment, validated once at startup."""
@@ -233,6 +306,11 @@ class Settings:
     # when read tokens are set, and nothing otherwise.
     console_tokens: tuple[ConsoleToken, ...] = ()
     console_read_tokens: tuple[ConsoleToken, ...] = ()
+    # HTTP jobs: extra jobs from a TOML file, the client their tokens come from, and
+    # the *_URL variables their `url_env` may name (values may hold secret parameters).
+    jobs_file: Path | None = None
+    m2m: M2MClient = field(default_factory=M2MClient)
+    service_urls: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -244,11 +322,7 @@ class Settings:
         if log_format not in (None, "json", "text"):
             raise ConfigError(f"LOG_FORMAT={shown(log_format)} is not a format; use json or text")
         database_url = normalize_database_url(raw_url) if raw_url else None
-        raw_port = env.get("METRICS_PORT", "").strip()
-        if raw_port and not (_PORT.fullmatch(raw_port) and 1 <= int(raw_port) <= 65535):
-            raise ConfigError(
-                f"METRICS_PORT={shown(raw_port)} is not a port; use 1-65535, e.g. 9464"
-            )
+        raw_port = _metrics_port(env)
         raw_watchdog = env.get("WATCHDOG_USEC", "").strip()
         if raw_watchdog and not _WHOLE.fullmatch(raw_watchdog):
             raise ConfigError(
@@ -260,6 +334,7 @@ class Settings:
         read_tokens = parse_tokens("CONSOLE_READ_TOKEN", env.get("CONSOLE_READ_TOKEN", ""))
         token_secrets = [t.secret for t in (*console_tokens, *read_tokens)]
         return cls(
+            **_http_jobs(env),
             console_tokens=console_tokens,
             console_read_tokens=read_tokens,
             alert_after_failures=int(_positive(env, "ALERT_AFTER_FAILURES", 3, whole=True)),
@@ -313,3 +388,20 @@ class Settings:
         variable = f"{env_prefix(job_name)}_SCHEDULE"
         raw = self.job_overrides.get(variable, "").strip()
         return (variable, raw) if raw else None
+
+    def service_url(self, variable: str) -> str:
+        """The http(s) URL in `variable` (an HTTP job's `url_env`); ConfigError naming it.
+
+        The value is never shown: its query may carry a key.
+        """
+        raw = self.service_urls.get(variable, "").strip()
+        if not raw:
+            raise ConfigError(
+                f"{variable} is not set; set it to the service's base URL, "
+                "e.g. https://membership.internal"
+            )
+        if not _http_url(raw):
+            raise ConfigError(
+                f"{variable} is not an http(s) URL with a host; e.g. https://membership.internal"
+            )
+        return raw

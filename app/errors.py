@@ -5,7 +5,9 @@
     │   ├── InvalidSchedule    a schedule that is neither cron nor an interval
     │   ├── InvalidJob         a job definition breaks a rule (name, run_after, ...)
     │   ├── UnknownJob         a job name that is not registered
-    │   └── JobsModuleError    the module that registers jobs cannot be loaded
+    │   ├── JobsModuleError    the module that registers jobs cannot be loaded
+    │   └── JobsFileError      the TOML file of HTTP jobs (JOBS_FILE) is unreadable or wrong
+    ├── HttpCallFailed         an HTTP job's call did not succeed (its run ends FAILURE)
     └── DatabaseError          anything the database layer could not do
         ├── DatabaseUnavailable   cannot connect, or the connection was lost
         ├── ValueRefused          the server refused a value it cannot store (SQLSTATE 22)
@@ -51,6 +53,14 @@ class UnknownJob(ConfigError):  # noqa: N818
 
 class JobsModuleError(ConfigError):
     """The module that registers jobs (JOBS_MODULE) could not be loaded."""
+
+
+class JobsFileError(ConfigError):
+    """The TOML file of HTTP jobs (JOBS_FILE) could not be read, or an entry is wrong."""
+
+
+class HttpCallFailed(CronlockError):  # noqa: N818
+    """An HTTP job's call did not succeed; the message says what the target answered."""
 
 
 class DatabaseError(CronlockError):

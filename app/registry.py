@@ -128,7 +128,8 @@ def load_registry(reference: str) -> JobRegistry:
 
 
 def configure(registry: JobRegistry, settings: Settings) -> list[ConfiguredJob]:
-    """Apply `<NAME>_SCHEDULE`, `<NAME>_ENABLED` and CRON_SCHEDULE; raise on any bad value."""
+    """Apply `<NAME>_SCHEDULE`, `<NAME>_ENABLED` and CRON_SCHEDULE; raise on any bad value,
+    and on anything an enabled job needs from the settings (`Job.check_settings`)."""
     parse_schedule(
         settings.default_schedule,
         zone=settings.cron_tz,
@@ -146,7 +147,10 @@ def configure(registry: JobRegistry, settings: Settings) -> list[ConfiguredJob]:
             source = f"CRON_SCHEDULE={shown(settings.default_schedule)} (default for {job.name!r})"
             expression = settings.default_schedule
         schedule = parse_schedule(expression, zone=settings.cron_tz, source=source)
-        configured.append(ConfiguredJob(job, schedule, settings.job_enabled(job.name)))
+        enabled = settings.job_enabled(job.name)
+        if enabled and job.check_settings is not None:
+            job.check_settings(settings)
+        configured.append(ConfiguredJob(job, schedule, enabled))
     return configured
 
 

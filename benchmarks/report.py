@@ -10,6 +10,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from benchmarks import http_job
+
 TOOLS_SHOWN = {
     "cronlock": "cronlock",
     "procrastinate": "procrastinate",
@@ -400,6 +402,8 @@ def markdown(results: dict[str, Any]) -> str:
         ).strip(),
         "",
     ]
+    if "http_job" in results:
+        parts += [http_job.markdown(results["http_job"]), ""]
     return "\n".join(parts)
 
 

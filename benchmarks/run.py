@@ -26,7 +26,7 @@ import psycopg
 from app.config import normalize_database_url
 from app.store.database import Database
 from app.store.migrations import upgrade_to_head
-from benchmarks import console, overhead, report, ticks
+from benchmarks import console, http_job, overhead, report, ticks
 from benchmarks.peers.harness import (
     TOOLS,
     IdleWorker,
@@ -191,10 +191,11 @@ def _steps(admin_url: str, folder: Path) -> dict[str, Callable[[], Any]]:
         "console": lambda: bench_console(admin_url, folder),
         "ticks": lambda: bench_ticks(admin_url),
         "peers": lambda: bench_peers(admin_url, folder),
+        "http_job": lambda: http_job.bench(admin_url),
     }
 
 
-STEPS = ("start_delay", "idle", "startup", "core", "console", "ticks", "peers")
+STEPS = ("start_delay", "idle", "startup", "core", "console", "ticks", "peers", "http_job")
 
 
 def _without_samples(value: Any) -> Any:
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
     report.chart(results, DOCS / "benchmarks.png")
-    markdown = report.markdown(results)
+    markdown = report.markdown(results) + "\n" + http_job.markdown(results["http_job"])
     (DOCS / "benchmarks.md").write_text(markdown)
     print(markdown)
 

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.core.display import printable
 from app.core.job import ConfiguredJob
 from app.errors import UnknownJob
+from app.http_jobs.registry_file import load_jobs_file
 from app.ops.logs import configure_logging
 from app.registry import (
     JobRegistry,
@@ -40,9 +41,12 @@ class Deployment:
 
 
 def load_deployment(environ: dict[str, str] | None = None) -> Deployment:
+    """Settings, JOBS_MODULE's jobs then JOBS_FILE's, configured; ConfigError on any mistake."""
     settings = Settings.from_env(environ)
     configure_logging(settings.log_level, log_format=settings.log_format, secrets=settings.secrets)
     registry = load_registry(settings.jobs_module)
+    if settings.jobs_file is not None:  # its HTTP jobs run after the module's
+        registry = JobRegistry([*registry, *load_jobs_file(settings.jobs_file, registry.names)])
     jobs = configure(registry, settings)
     for variable in unmatched_overrides(registry, settings):
         logger.warning(

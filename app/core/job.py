@@ -14,6 +14,7 @@ from app.core.schedule import Schedule
 from app.errors import InvalidJob, shown
 
 if TYPE_CHECKING:  # what a body and a pre-check are handed, made by the runtime
+    from app.config import Settings
     from app.runtime.context import PreCheckContext, RunContext
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
@@ -27,6 +28,7 @@ MAX_RETRIES = 100
 JobResult = Mapping[str, Any] | None
 JobBody = Callable[["RunContext"], JobResult]
 PreCheck = Callable[["PreCheckContext"], str | None]
+SettingsCheck = Callable[["Settings"], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +47,9 @@ class Job:
     5m` runs at once, then every five minutes; once across replicas starting together).
     `params`: a pydantic model of the parameters a run by hand may give; scheduled
     runs use its defaults, and a model with required fields makes the job manual-only.
+    `check_settings` is called with the deployment's settings when an enabled job is
+    configured, and raises ConfigError for what the job needs and the environment
+    lacks (an HTTP job's URL variable), so startup fails rather than a run.
     """
 
     name: str
@@ -60,6 +65,7 @@ class Job:
     misfire_grace_s: float | None = None
     run_at_start: bool = False
     params: type[BaseModel] | None = None
+    check_settings: SettingsCheck | None = field(default=None, repr=False)
 
     @property
     def manual_only(self) -> bool:
@@ -101,6 +107,8 @@ def _check_types(job: Job) -> None:
         problems.append(f"schedule={shown(job.schedule)} is not a string (e.g. '0 * * * *')")
     if job.pre_check is not None and not callable(job.pre_check):
         problems.append(f"pre_check={shown(job.pre_check)} is not callable; pass a function")
+    if job.check_settings is not None and not callable(job.check_settings):
+        problems.append(f"check_settings={shown(job.check_settings)} is not callable")
     if isinstance(job.run_after, str) or not all(isinstance(n, str) for n in job.run_after):
         problems.append(f"run_after={shown(job.run_after)} must name jobs (strings)")
     if not isinstance(job.description, str):

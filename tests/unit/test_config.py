@@ -186,3 +186,67 @@ def test_a_watchdog_value_in_ascii_digits_is_read():
 
 def test_decimal_seconds_in_ascii_are_accepted():
     assert Settings.from_env({"SHUTDOWN_GRACE_SECONDS": "2.5"}).shutdown_grace_s == 2.5
+
+
+# -- HTTP jobs: JOBS_FILE, the M2M client, the service URLs they name ---------------
+
+
+def test_the_m2m_client_is_read_with_its_scopes_space_or_comma_separated():
+    settings = Settings.from_env(
+        {
+            "M2M_TOKEN_URL": "https://auth.example.com/oauth/token",
+            "M2M_CLIENT_ID": "cronlock",
+            "M2M_CLIENT_SECRET": "s3cret-value",
+            "M2M_AUDIENCE": "membership",
+            "M2M_SCOPES": "admin:membership, read:x  read:x,",
+            "JOBS_FILE": "jobs.toml",
+        }
+    )
+    assert settings.m2m.token_url == "https://auth.example.com/oauth/token"
+    assert settings.m2m.scopes == ("admin:membership", "read:x")
+    assert settings.m2m.missing() == []
+    assert settings.jobs_file == Path("jobs.toml")
+    assert "s3cret-value" in settings.secrets
+    assert "s3cret-value" not in repr(settings.m2m)
+
+
+def test_an_incomplete_m2m_client_names_what_is_missing():
+    assert Settings.from_env({"M2M_CLIENT_ID": "x"}).m2m.missing() == [
+        "M2M_TOKEN_URL",
+        "M2M_CLIENT_SECRET",
+    ]
+
+
+@pytest.mark.parametrize("raw", ["ftp://auth.example.com/token", "auth.example.com", "https://"])
+def test_a_token_url_that_is_not_http_is_refused(raw: str):
+    with pytest.raises(ConfigError, match=r"M2M_TOKEN_URL is not an http\(s\) URL"):
+        Settings.from_env({"M2M_TOKEN_URL": raw})
+
+
+def test_service_urls_are_the_url_variables_that_are_not_cronlocks_own():
+    settings = Settings.from_env(
+        {
+            "MEMBERSHIP_URL": "https://membership.internal/?code=k3y-value",
+            "ALERT_WEBHOOK_URL": "https://hooks.example.com/x",
+            "OTHER": "https://x",
+        }
+    )
+    assert dict(settings.service_urls) == {
+        "MEMBERSHIP_URL": "https://membership.internal/?code=k3y-value"
+    }
+    assert settings.service_url("MEMBERSHIP_URL").startswith("https://membership.internal")
+    assert "k3y-value" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, r"^MEMBERSHIP_URL is not set; set it"),
+        ({"MEMBERSHIP_URL": "membership.internal"}, r"^MEMBERSHIP_URL is not an http\(s\) URL"),
+        ({"MEMBERSHIP_URL": "ftp://k3y@x"}, r"^MEMBERSHIP_URL is not an http\(s\) URL"),
+    ],
+)
+def test_a_missing_or_bad_service_url_names_its_variable_but_never_its_value(environ, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        Settings.from_env(environ).service_url("MEMBERSHIP_URL")
+    assert "k3y" not in raised.value.message

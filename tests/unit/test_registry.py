@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.errors import InvalidJob, InvalidSchedule, JobsModuleError, UnknownJob
+from app.errors import ConfigError, InvalidJob, InvalidSchedule, JobsModuleError, UnknownJob
 from app.job import Job, job
 from app.registry import JobRegistry, configure, load_registry, unmatched_overrides
 
@@ -76,6 +76,25 @@ def test_configure_validates_cron_schedule_even_when_unused():
     registry = JobRegistry([make("a", schedule="* * * * *")])
     with pytest.raises(InvalidSchedule, match="CRON_SCHEDULE"):
         configure(registry, Settings.from_env({"CRON_SCHEDULE": "61 * * * *"}))
+
+
+def test_configure_asks_enabled_jobs_what_they_need_from_the_settings():
+    def needs_url(settings: Settings) -> None:
+        settings.service_url("MEMBERSHIP_URL")
+
+    def never(settings: Settings) -> None:
+        raise AssertionError("a disabled job is not checked")
+
+    registry = JobRegistry(
+        [make("calls", check_settings=needs_url), make("off", check_settings=never)]
+    )
+    with pytest.raises(ConfigError, match="MEMBERSHIP_URL is not set"):
+        configure(registry, Settings.from_env({"OFF_ENABLED": "false"}))
+    env = {"OFF_ENABLED": "false", "MEMBERSHIP_URL": "https://membership.internal"}
+    calls, off = configure(registry, Settings.from_env(env))
+    assert (calls.enabled, off.enabled) == (True, False)
+    with pytest.raises(InvalidJob, match="check_settings=1 is not callable"):
+        make("bad", check_settings=1)
 
 
 def test_unmatched_overrides_are_reported():
