@@ -48,9 +48,17 @@ RUN_COLUMNS = [getattr(JobExecution, name) for name in RunRecord.__dataclass_fie
 
 def last_runs(database: Database, names: Sequence[str]) -> dict[str, RunRecord]:
     """The most recent run of each named job (one index probe per job)."""
+    return latest_runs(database, names)
+
+
+def latest_runs(
+    database: Database, names: Sequence[str], *criteria: ColumnElement[bool]
+) -> dict[str, RunRecord]:
+    """Each named job's latest run meeting `criteria`, in one statement (a lateral probe
+    of the (job_name, scheduled_for, ...) indexes per job)."""
     latest = (
         select(*RUN_COLUMNS)
-        .where(JobExecution.job_name == JobRow.name)
+        .where(JobExecution.job_name == JobRow.name, *criteria)
         .order_by(JobExecution.scheduled_for.desc(), JobExecution.id.desc())
         .limit(1)
         .lateral()

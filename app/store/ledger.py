@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, Text, bindparam, delete, func, select, text, true
+from sqlalchemy import DateTime, Integer, Text, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.core.outcomes import RunStatus, Trigger
 from app.core.stats import DayCounts, RunStats, summarize
 from app.store.database import Database
-from app.store.history import RUN_COLUMNS, RunRecord
+from app.store.history import RUN_COLUMNS, RunRecord, latest_runs
 from app.store.models import JobDayCounts, JobExecution, JobRow
 
 _TODAY_UTC = func.timezone("UTC", func.now()).cast(JobDayCounts.day.type)
@@ -83,21 +83,7 @@ def prune_day_counts(database: Database, *, days: int) -> int:
 
 def last_successes(database: Database, names: Sequence[str]) -> dict[str, RunRecord]:
     """Each named job's latest SUCCESS (one probe of the one-success-per-instant index)."""
-    latest = (
-        select(*RUN_COLUMNS)
-        .where(JobExecution.job_name == JobRow.name, JobExecution.status == RunStatus.SUCCESS)
-        .order_by(JobExecution.scheduled_for.desc())
-        .limit(1)
-        .lateral()
-    )
-    query = (
-        select(*[getattr(latest.c, name) for name in RunRecord.__dataclass_fields__])
-        .select_from(JobRow)
-        .join(latest, true())
-        .where(JobRow.name.in_(list(names)))
-    )
-    with database.transaction() as session:
-        return {row.job_name: RunRecord(*row) for row in session.execute(query)}
+    return latest_runs(database, names, JobExecution.status == RunStatus.SUCCESS)
 
 
 def runs_page(
