@@ -26,7 +26,9 @@ from app.config import normalize_database_url
 PACKAGE = "pgbouncer"
 # Debian puts it in /usr/sbin, which a non-root PATH often lacks.
 CANDIDATES = ("pgbouncer", "/usr/sbin/pgbouncer")
-INSTALL_TIMEOUT_S = 300
+# Per apt-get command: the install runs inside the first pooler test's setup, which
+# pytest-timeout (120 s) bounds as well.
+INSTALL_TIMEOUT_S = 50
 
 
 def find_pgbouncer() -> str | None:

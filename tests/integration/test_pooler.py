@@ -91,17 +91,18 @@ def test_exactly_one_process_wins_each_instant_through_the_pooler(database, pool
     assert scalar(database, "SELECT count(*) FROM job_execution WHERE status = 'SUCCESS'") == ROUNDS
 
 
-def test_a_killed_workers_run_is_taken_over_and_its_late_finish_fenced(database, pooler, tmp_path):
+def test_a_stopped_workers_run_is_taken_over_and_its_late_finish_fenced(database, pooler, tmp_path):
     through = {"DATABASE_POOLER": pooler.mode}
     paused = start_worker(tmp_path, pooler.url, FAULT_SLEEP_S="1", **through)
-    run_id = wait_for(
-        database,
-        "SELECT id FROM job_execution WHERE status = 'RUNNING' AND worker_id LIKE :w",
-        w=f"%:{paused.pid}",
-    )
-    paused.send_signal(signal.SIGSTOP)  # as good as dead: no heartbeat, no finish
-    rival = start_worker(tmp_path, pooler.url, FAULT_SLEEP_S="0", **through)
+    rival = None
     try:
+        run_id = wait_for(
+            database,
+            "SELECT id FROM job_execution WHERE status = 'RUNNING' AND worker_id LIKE :w",
+            w=f"%:{paused.pid}",
+        )
+        paused.send_signal(signal.SIGSTOP)  # as good as dead: no heartbeat, no finish
+        rival = start_worker(tmp_path, pooler.url, FAULT_SLEEP_S="0", **through)
         wait_for(
             database,
             "SELECT 1 FROM job_execution WHERE id = :id AND status = 'FAILURE' "
@@ -111,12 +112,12 @@ def test_a_killed_workers_run_is_taken_over_and_its_late_finish_fenced(database,
         wait_for(
             database, "SELECT 1 FROM job_execution WHERE status = 'SUCCESS' AND id > :id", id=run_id
         )
+        paused.send_signal(signal.SIGCONT)
+        wait_for_log(paused, "no longer ours")  # its late finish was refused
     finally:
         paused.send_signal(signal.SIGCONT)
-        rival_code, rival_log = stop(rival)
-    wait_for_log(paused, "no longer ours")
-    code, log = stop(paused)
-    assert (rival_code, code) == (0, 0), rival_log + log
+        codes, logs = zip(*(stop(w) for w in (paused, rival) if w is not None), strict=True)
+    assert codes == (0, 0), "".join(logs)
     assert (
         scalar(database, "SELECT status FROM job_execution WHERE id = :id", id=run_id) == "FAILURE"
     )
