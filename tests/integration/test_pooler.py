@@ -2,7 +2,7 @@
 
 Each test runs against a PgBouncer of its own, in front of the test's database:
 the multi-process race, a takeover with its late finish fenced, transactional
-jobs, and the `cronlock run` claim path. Transaction mode runs with
+jobs (one killed mid-body), and the `cronlock run` claim path. Transaction mode runs with
 DATABASE_POOLER=transaction, as docs/operations.md says it must.
 """
 
@@ -33,7 +33,7 @@ from tests.integration.faults import (
     wait_for_log,
     write_jobs,
 )
-from tests.integration.helpers import rows, worker_for
+from tests.integration.helpers import register_before_latest, rows, worker_for
 from tests.integration.test_race import PROCESSES, _claimer
 
 ROUNDS = 10
@@ -149,6 +149,44 @@ def test_a_transactional_jobs_writes_commit_with_its_success_through_the_pooler(
     [run] = rows(database)
     booked = scalar(database, "SELECT count(*) FROM ledger")
     assert (run.status, booked) == ((RunStatus.FAILURE, 0) if fail else (RunStatus.SUCCESS, 1))
+
+
+def test_a_transactional_run_killed_mid_body_leaves_nothing_through_the_pooler(
+    database, pooler, tmp_path
+):
+    """PgBouncer must end the server side of a transaction whose client vanished."""
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE ledger (instant timestamptz PRIMARY KEY, amount int)"))
+    common = {
+        "FAULT_TRANSACTIONAL": "1",
+        "FAULT_SCHEDULE": "0 0 1 1 *",
+        "DATABASE_POOLER": pooler.mode,
+    }
+    register_before_latest(database, {"book": common["FAULT_SCHEDULE"]})
+    doomed = start_worker(tmp_path, pooler.url, "--once", FAULT_SLEEP_S="30", **common)
+    try:
+        run_id = wait_for(
+            database,
+            "SELECT id FROM job_execution WHERE status = 'RUNNING' AND worker_id LIKE :w",
+            w=f"%:{doomed.pid}",
+        )
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    wait_for(
+        database,
+        "SELECT now() - heartbeat_at > interval '2 seconds' FROM job_execution WHERE id = :id",
+        id=run_id,
+    )
+    retry = start_worker(tmp_path, pooler.url, "--once", FAULT_SLEEP_S="0", **common)
+    try:
+        retry.wait(timeout=60)
+    finally:
+        code, log = stop(retry)
+    assert code == 0, log
+    assert scalar(database, "SELECT count(*) FROM ledger") == 1
+    statuses = [r.status for r in rows(database)]
+    assert statuses == ["FAILURE", "SUCCESS"]
 
 
 def test_cronlock_run_claims_through_the_pooler(database, pooler, tmp_path):
