@@ -63,14 +63,6 @@ def install_pgbouncer(log: Path) -> str:
     return ""
 
 
-def version(executable: str) -> str:
-    """`PgBouncer 1.18.0`, say."""
-    out = subprocess.run(
-        [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
-    )
-    return out.stdout.splitlines()[0].strip() if out.stdout else "unknown"
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
