@@ -148,9 +148,9 @@ class Database:
                 ) from exc
             if isinstance(exc.orig, _PREPARED_STATEMENT_LOST) and self.pooler != "transaction":
                 raise DatabaseError(
-                    f"database error at {self.display_url}: {_first_line(exc)}; a pooler in "
-                    "transaction mode (PgBouncer) sits between cronlock and PostgreSQL: "
-                    "set DATABASE_POOLER=transaction"
+                    f"database error at {self.display_url}: {_first_line(exc)}; most likely "
+                    "a pooler in transaction mode (PgBouncer) sits between cronlock and "
+                    "PostgreSQL: set DATABASE_POOLER=transaction"
                 ) from exc
             raise DatabaseError(
                 f"database error at {self.display_url}: {_first_line(exc)}"
