@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run test test-fast test-unit browser lint format bench bench-http screenshots clean
+.PHONY: install run test test-fast test-unit system-packages lint format bench bench-http screenshots clean
 
 install: $(STAMP)
 
@@ -18,29 +18,34 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/cronlock worker
 
-test: $(STAMP) browser
+test: $(STAMP) system-packages
 	$(BIN)/pytest
 
 # The edit-test loop: everything but the soak and the other long waits (CI runs `make test`).
-test-fast: $(STAMP) browser
+test-fast: $(STAMP) system-packages
 	$(BIN)/pytest -m "not slow"
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-# The console's browser tests drive Debian's chromium through Playwright (never a
-# browser Playwright downloads). Best effort: when $(CHROMIUM) is missing and we are
-# root with apt-get, install it; a failure (no network, no package) only warns, and
-# those tests then skip saying how to install it. A no-op once chromium is there.
+# Debian packages some tests drive, installed best effort: chromium for the console's
+# browser tests (through Playwright, never a browser Playwright downloads) and
+# pgbouncer for the tests through a connection pooler. When one is missing and we
+# are root with apt-get, it is installed; a failure (no network, no package) only
+# warns, and those tests then skip saying why. A no-op once both are there.
 CHROMIUM := /usr/bin/chromium
-CHROMIUM_LOG := $(VENV)/apt-chromium.log
+PGBOUNCER := /usr/sbin/pgbouncer
+APT_LOG := $(VENV)/apt-system-packages.log
 
-browser: $(STAMP)
-	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing chromium for the browser tests (apt-get, log in $(CHROMIUM_LOG))"; \
-		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
-			>$(CHROMIUM_LOG) 2>&1 \
-			|| echo "could not install chromium (see $(CHROMIUM_LOG)); the browser tests will skip"; \
+system-packages: $(STAMP)
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	[ -x $(PGBOUNCER) ] || command -v pgbouncer >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing$$missing for the tests (apt-get, log in $(APT_LOG))"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; } \
+			>$(APT_LOG) 2>&1 \
+			|| echo "could not install$$missing (see $(APT_LOG)); the tests needing it will skip"; \
 	fi
 
 lint: $(STAMP)
@@ -65,7 +70,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # The console's screenshots in docs/, from a made-up history seeded into DATABASE_URL,
 # which must name a throwaway database (scripts/console_screenshots.py says how).
-screenshots: $(STAMP) browser
+screenshots: $(STAMP) system-packages
 	$(BIN)/python scripts/console_screenshots.py
 
 clean:

@@ -39,6 +39,7 @@ MAX_RETENTION_DAYS = 36_500
 # unit test checks this list against the names this module reads.
 ENV_VARIABLES: tuple[str, ...] = (
     "DATABASE_URL",
+    "DATABASE_POOLER",
     "CRONLOCK_DATA_DIR",
     "JOBS_MODULE",
     "CRON_SCHEDULE",
@@ -151,6 +152,23 @@ def normalize_database_url(raw: str, *, variable: str = "DATABASE_URL") -> str:
         f"{variable} uses {url.drivername!r}; cronlock needs PostgreSQL: "
         "postgresql://user:password@host:5432/db"
     )
+
+
+def _pooler(env: Mapping[str, str]) -> str:
+    """DATABASE_POOLER: what sits between cronlock and PostgreSQL (none, session, transaction)."""
+    raw = env.get("DATABASE_POOLER", "")
+    value = raw.strip().lower() or "none"
+    if value == "statement":
+        raise ConfigError(
+            "DATABASE_POOLER=statement cannot work: a claim is a transaction of several "
+            "statements holding a row lock; use session or transaction pooling"
+        )
+    if value not in ("none", "session", "transaction"):
+        raise ConfigError(
+            f"DATABASE_POOLER={shown(raw)} is not a pooling mode; use none, session or "
+            "transaction (PgBouncer's pool_mode)"
+        )
+    return value
 
 
 def _zone(environ: Mapping[str, str]) -> ZoneInfo:
@@ -283,6 +301,7 @@ class Settings:
     """Everything cronlock reads from its environment, validated once at startup."""
 
     database_url: str | None = None
+    database_pooler: str = "none"
     data_dir: Path = Path(".cronlock")
     jobs_module: str = "instrumentation"
     default_schedule: str = DEFAULT_SCHEDULE
@@ -344,6 +363,7 @@ class Settings:
             notify_socket=env.get("NOTIFY_SOCKET", "").strip() or None,
             watchdog_usec=int(raw_watchdog) if raw_watchdog else None,
             database_url=database_url,
+            database_pooler=_pooler(env),
             log_format=log_format,
             secrets=tuple(
                 sorted(set(secrets_in(env, database_url)) | set(token_secrets), key=len)[::-1]

@@ -66,7 +66,7 @@ def open_database(
     command that prints a table says it at DEBUG, so the table stays clean.
     """
     if settings.database_url is not None:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, pooler=settings.database_pooler)
         database.ping()
         return database
     level = logging.INFO if announce else logging.DEBUG

@@ -46,6 +46,15 @@ LIBPQ_DEFAULTS: Mapping[str, int] = {
 }
 
 
+# How connections reach the server, as DATABASE_POOLER names it. Behind a pooler in
+# transaction mode consecutive transactions of one connection may run on different
+# server connections, so psycopg must not prepare statements server-side (it does,
+# by default, from a statement's fifth execution): PgBouncer before 1.21, or without
+# max_prepared_statements, answers the next execution with "prepared statement
+# _pg3_… does not exist".
+POOLERS: tuple[str, ...] = ("none", "session", "transaction")
+
+
 def redact(url: str) -> str:
     """Render a database URL for logs and messages, its password hidden wherever it is."""
     rendered = make_url(url).render_as_string(hide_password=True)
@@ -59,6 +68,14 @@ def connect_args(url: str, application_name: str) -> dict[str, Any]:
     return {name: value for name, value in defaults.items() if name not in given}
 
 
+# What a transaction-mode pooler answers to a statement prepared on another server
+# connection (or to one prepared twice on the same).
+_PREPARED_STATEMENT_LOST = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+
+
 def _first_line(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     lines = str(cause).strip().splitlines()
@@ -69,16 +86,27 @@ class Database:
     """A connection pool to cronlock's database, with error translation."""
 
     def __init__(
-        self, url: str, *, application_name: str = "cronlock", pool_timeout_s: float = 30
+        self,
+        url: str,
+        *,
+        application_name: str = "cronlock",
+        pool_timeout_s: float = 30,
+        pooler: str = "none",
     ) -> None:
+        if pooler not in POOLERS:
+            raise ValueError(f"unknown pooler {pooler!r}; one of {', '.join(POOLERS)}")
         self.url = url
+        self.pooler = pooler
+        driver_args: dict[str, Any] = connect_args(url, application_name)
+        if pooler == "transaction":
+            driver_args["prepare_threshold"] = None  # psycopg: never prepare server-side
         self.engine: Engine = create_engine(
             url,
             pool_size=2,
             max_overflow=4,
             pool_timeout=pool_timeout_s,
             pool_pre_ping=False,
-            connect_args=connect_args(url, application_name),
+            connect_args=driver_args,
         )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -117,6 +145,12 @@ class Database:
                     f"cronlock's tables are gone from the database at {self.display_url} "
                     f"({_first_line(exc)}); restore them from a backup, or run "
                     "`cronlock migrate` for an empty schema, then restart the workers"
+                ) from exc
+            if isinstance(exc.orig, _PREPARED_STATEMENT_LOST) and self.pooler != "transaction":
+                raise DatabaseError(
+                    f"database error at {self.display_url}: {_first_line(exc)}; most likely "
+                    "a pooler in transaction mode (PgBouncer) sits between cronlock and "
+                    "PostgreSQL: set DATABASE_POOLER=transaction"
                 ) from exc
             raise DatabaseError(
                 f"database error at {self.display_url}: {_first_line(exc)}"

@@ -19,10 +19,12 @@ PROCESSES = 8
 ROUNDS = 25
 
 
-def _claimer(url: str, barrier, results, wait_for_lock: bool) -> None:
-    database = Database(url)
+def _claimer(
+    url: str, barrier, results, wait_for_lock: bool, *, rounds: int = ROUNDS, pooler: str = "none"
+) -> None:
+    database = Database(url, pooler=pooler)
     try:
-        for round_no in range(ROUNDS):
+        for round_no in range(rounds):
             barrier.wait(timeout=30)
             outcome = claim_run(
                 database,

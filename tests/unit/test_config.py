@@ -250,3 +250,23 @@ def test_a_missing_or_bad_service_url_names_its_variable_but_never_its_value(env
     with pytest.raises(ConfigError, match=message) as raised:
         Settings.from_env(environ).service_url("MEMBERSHIP_URL")
     assert "k3y" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"),
+    [("", "none"), ("none", "none"), ("Session", "session"), (" transaction ", "transaction")],
+)
+def test_database_pooler_names_the_pooling_mode(raw: str, mode: str):
+    assert Settings.from_env({"DATABASE_POOLER": raw}).database_pooler == mode
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("statement", r"DATABASE_POOLER=statement cannot work"),
+        ("pgbouncer", r"DATABASE_POOLER='pgbouncer' is not a pooling mode"),
+    ],
+)
+def test_a_pooler_mode_cronlock_cannot_use_is_refused(raw: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"DATABASE_POOLER": raw})
