@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from app.store.database import Database
@@ -147,7 +146,6 @@ def _fail_over(tmp_path: Path, *, sync: bool) -> dict[str, object]:
     return figures
 
 
-@pytest.mark.slow
 def test_sync_replication_failover_runs_no_body_twice(tmp_path):
     figures = _fail_over(tmp_path, sync=True)
     assert figures["duplicate_success"] == 0
@@ -155,7 +153,6 @@ def test_sync_replication_failover_runs_no_body_twice(tmp_path):
     assert figures["bodies_without_a_row"] == 0
 
 
-@pytest.mark.slow
 def test_async_replication_failover_recovers_and_measures_what_it_lost(tmp_path):
     figures = _fail_over(tmp_path, sync=False)
     # No zero to assert here: asynchronous replication may lose acknowledged claims.
