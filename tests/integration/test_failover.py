@@ -151,6 +151,7 @@ def test_sync_replication_failover_runs_no_body_twice(tmp_path):
     assert figures["duplicate_success"] == 0
     assert figures["duplicate_body_runs"] == 0
     assert figures["bodies_without_a_row"] == 0
+    assert figures["unaccounted_instants"] == 0
 
 
 def test_async_replication_failover_recovers_and_measures_what_it_lost(tmp_path):
