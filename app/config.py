@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.core.hosts import spread_hosts
 from app.core.redaction import secrets_in
 from app.core.tokens import ConsoleToken, parse_tokens
 from app.errors import ConfigError, shown
@@ -139,9 +140,13 @@ def _http_url(raw: str) -> bool:
 
 
 def normalize_database_url(raw: str, *, variable: str = "DATABASE_URL") -> str:
-    """Return the URL with the psycopg 3 driver; accept plain `postgresql://` and `postgres://`."""
+    """Return the URL with the psycopg 3 driver; accept plain `postgresql://` and `postgres://`.
+
+    A host list (libpq's multi-host form, for failover) becomes one `host`
+    parameter per host, which SQLAlchemy passes on to libpq intact.
+    """
     try:
-        url: URL = make_url(raw.strip())
+        url: URL = make_url(spread_hosts(raw.strip()))
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"{variable} is not a database URL; expected postgresql://user:password@host:5432/db"

@@ -66,6 +66,36 @@ def test_database_url_gets_the_psycopg_driver(raw: str):
     assert normalize_database_url(raw) == "postgresql+psycopg://u:p@h:5432/d"
 
 
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        (
+            "postgresql://u:p@a:5432,b:5433/d?target_session_attrs=read-write",
+            "postgresql+psycopg://u:p@/d?host=a%3A5432&host=b%3A5433&target_session_attrs=read-write",
+        ),
+        (
+            "postgresql://u@/d?host=a:5432,b:5433&target_session_attrs=read-write",
+            "postgresql+psycopg://u@/d?host=a%3A5432&host=b%3A5433&target_session_attrs=read-write",
+        ),
+        # libpq's own form reaches libpq intact already: left alone.
+        (
+            "postgresql://u@/d?host=a,b&port=5432,5433",
+            "postgresql+psycopg://u@/d?host=a%2Cb&port=5432%2C5433",
+        ),
+    ],
+)
+def test_a_host_list_becomes_one_host_parameter_per_host(raw: str, normalized: str):
+    assert normalize_database_url(raw) == normalized
+
+
+def test_a_host_list_reaches_libpq_as_hosts_and_ports():
+    from sqlalchemy import create_engine
+
+    engine = create_engine(normalize_database_url("postgresql://u@/d?host=a:5432,b:5433"))
+    params = engine.dialect.create_connect_args(engine.url)[1]
+    assert (params["host"], params["port"]) == ("a,b", "5432,5433")
+
+
 @pytest.mark.parametrize("raw", ["mysql://u@h/d", "not a url"])
 def test_non_postgres_url_is_refused(raw: str):
     with pytest.raises(ConfigError, match="DATABASE_URL"):
