@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: install run test test-fast test-unit system-packages lint format bench bench-http screenshots clean
+.PHONY: install run test test-fast test-unit system-packages lint format bench bench-http bench-scale screenshots clean
 
 install: $(STAMP)
 
@@ -63,6 +63,11 @@ bench: $(BENCH_STAMP)
 # One figure alone: an HTTP job's per-run overhead (needs no peer tools).
 bench-http: $(STAMP)
 	$(BIN)/python -m benchmarks.http_job
+
+# 10,000 per-minute jobs across 8 worker processes for three whole minutes (about 4 min);
+# the figures behind docs/sizing.md. BENCH_SCALE_JOBS/_WORKERS/_MINUTES change its size.
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.scale
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -12,6 +12,15 @@ from typing import Any
 
 from benchmarks import http_job
 
+SCALE = """
+## Scale
+
+10,000 per-minute jobs across 8 worker processes, and what one run costs the
+database (transactions, CPU, WAL, growth, connections): `make bench-scale`
+(`benchmarks/scale.py`, a run of its own); the figures and the arithmetic for
+larger deployments are in [Sizing](sizing.md).
+"""
+
 TOOLS_SHOWN = {
     "cronlock": "cronlock",
     "procrastinate": "procrastinate",
@@ -404,6 +413,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if "http_job" in results:
         parts += [http_job.markdown(results["http_job"]), ""]
+    parts += [SCALE.strip(), ""]
     return "\n".join(parts)
 
 
