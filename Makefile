@@ -30,9 +30,10 @@ test-unit: $(STAMP)
 
 # Debian packages some tests drive, installed best effort: chromium for the console's
 # browser tests (through Playwright, never a browser Playwright downloads) and
-# pgbouncer for the tests through a connection pooler. When one is missing and we
+# pgbouncer for the tests through a connection pooler, iproute2 (`ip`) for the partition
+# test's network namespaces. When one is missing and we
 # are root with apt-get, it is installed; a failure (no network, no package) only
-# warns, and those tests then skip saying why. A no-op once both are there.
+# warns, and those tests then skip saying why. A no-op once all are there.
 CHROMIUM := /usr/bin/chromium
 PGBOUNCER := /usr/sbin/pgbouncer
 APT_LOG := $(VENV)/apt-system-packages.log
@@ -41,6 +42,7 @@ system-packages: $(STAMP)
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
 	[ -x $(PGBOUNCER) ] || command -v pgbouncer >/dev/null 2>&1 || missing="$$missing pgbouncer"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing$$missing for the tests (apt-get, log in $(APT_LOG))"; \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; } \
