@@ -6,20 +6,15 @@ each figure was taken and what it depends on, not what it happened to be.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks import http_job
 
-SCALE = """
-## Scale
-
-10,000 per-minute jobs across 8 worker processes, and what one run costs the
-database (transactions, CPU, WAL, growth, connections): `make bench-scale`
-(`benchmarks/scale.py`, a run of its own); the figures and the arithmetic for
-larger deployments are in [Sizing](sizing.md).
-"""
+SCALE_FIGURES = Path(__file__).resolve().parent.parent / "docs" / "scale.json"
 
 TOOLS_SHOWN = {
     "cronlock": "cronlock",
@@ -368,6 +363,47 @@ def environment_lines(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def scale_figures(path: Path = SCALE_FIGURES) -> list[str]:
+    """The scale benchmark's section: its own run (`make bench-scale`), kept in scale.json."""
+    lines = [
+        "## Scale",
+        "",
+        "10,000 per-minute jobs across 8 worker processes: `make bench-scale`",
+        "(`benchmarks/scale.py`), a run of its own; its raw figures are in",
+        "[scale.json](scale.json), and [Sizing](sizing.md) turns them into arithmetic for",
+        "larger deployments.",
+    ]
+    if not path.exists():
+        return lines
+    scale = json.loads(path.read_text())
+    growth = scale["growth_per_million_runs_mib"]
+    settled = [instant["settled_s"] for instant in scale["instants"]]
+    late = scale["start_late_ms"]
+    rows = [
+        (
+            "Jobs × workers × whole minutes",
+            f"{scale['jobs']:,} × {scale['workers']} × {scale['minutes']}",
+        ),
+        ("Runs; duplicate SUCCESS", f"{scale['runs_in_window']:,}; {scale['duplicate_success']}"),
+        ("Each minute settled in (min–max)", f"{min(settled):.1f}–{max(settled):.1f} s"),
+        ("Start lateness p50 / p99", f"{late['p50'] / 1000:.1f} / {late['p99'] / 1000:.1f} s"),
+        ("Transactions per run", f"{scale['transactions_per_run']:.2f}"),
+        ("Server CPU per 1,000 runs", f"{scale['server_cpu_ms_per_1000_runs']:.0f} ms"),
+        ("WAL per run", f"{scale['wal_bytes_per_run'] / 1024:.1f} KiB"),
+        (
+            "job_execution per million runs (heap + indexes)",
+            f"{growth['table_bytes']:.0f} MiB ({growth['heap_bytes']:.0f} + "
+            f"{growth['index_bytes']:.0f})",
+        ),
+        ("Connections held, all workers (max)", f"{scale['connections']['max']}"),
+        (
+            "job_execution dead rows at the end; autovacuums",
+            f"{scale['job_execution']['dead']}; {scale['job_execution']['autovacuums']}",
+        ),
+    ]
+    return [*lines, "", "| Figure | Value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """docs/benchmarks.md."""
     settings = results["settings"]
@@ -413,7 +449,7 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if "http_job" in results:
         parts += [http_job.markdown(results["http_job"]), ""]
-    parts += [SCALE.strip(), ""]
+    parts += [*scale_figures(), ""]
     return "\n".join(parts)
 
 

@@ -239,9 +239,14 @@ def bench(admin_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run the scale benchmark alone on the bench's server; print its figures."""
-    with postgres_server() as (admin_url, _server):
-        print(json.dumps(bench(admin_url), indent=1, default=str))
+    """Run the scale benchmark alone on the bench's server; print its figures and keep
+    them in docs/scale.json (which docs/benchmarks.md's Scale section is made from)."""
+    with postgres_server() as (admin_url, server):
+        figures = bench(admin_url)
+        figures["environment"] = {"cores": os.cpu_count(), "server": server}
+    text = json.dumps(figures, indent=1, default=str)
+    print(text)
+    (REPO / "docs" / "scale.json").write_text(text + "\n")
 
 
 if __name__ == "__main__":
