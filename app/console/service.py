@@ -29,6 +29,7 @@ from app.runtime.worker import utc_now
 from app.store.control import Pause
 from app.store.facade import Store
 from app.store.history import RunRecord
+from app.store.ledger import InstantRuns
 
 NEXT_INSTANTS = 3
 RECENT_INSTANTS = 30
@@ -167,7 +168,7 @@ class ConsoleReads:
         last = self.store.last_runs(names)
         successes = self.store.last_successes(names)
         streaks = self.store.streaks(names)
-        stats = self.store.job_stats(days=days)
+        stats = self.store.job_stats(days=days, names=names)
         around = self._instants(jobs, now)
         recent = self._recent(around, now)
         views = []
@@ -279,28 +280,25 @@ class ConsoleReads:
         truncated = len(moments) > MAX_TIMELINE_INSTANTS
         moments = moments[:MAX_TIMELINE_INSTANTS]
         runs = self.store.instant_runs(name, after=start, until=moments[-1]) if moments else {}
-        instants = []
-        for moment in moments:
-            found = runs.get(moment)
-            if found is None:
-                instants.append(
-                    schemas.Instant(scheduled_for=moment, state=_state(None, moment, now))
-                )
-                continue
-            view = run_view(found.latest)
-            instants.append(
-                schemas.Instant(
-                    scheduled_for=moment,
-                    state=_state(found.latest.status, moment, now),
-                    run_id=view.id,
-                    attempts=found.attempts,
-                    duration_ms=view.duration_ms,
-                    error=view.error,
-                )
-            )
+        instants = [_instant(moment, runs.get(moment), now) for moment in moments]
         return schemas.Timeline(
             job_name=name, range_from=start, range_to=end, instants=instants, truncated=truncated
         )
+
+
+def _instant(moment: datetime, found: InstantRuns | None, now: datetime) -> schemas.Instant:
+    """One instant of the timeline: its latest attempt's outcome, or what its absence means."""
+    if found is None:
+        return schemas.Instant(scheduled_for=moment, state=_state(None, moment, now))
+    view = run_view(found.latest)
+    return schemas.Instant(
+        scheduled_for=moment,
+        state=_state(view.status, moment, now),
+        run_id=view.id,
+        attempts=found.attempts,
+        duration_ms=view.duration_ms,
+        error=view.error,
+    )
 
 
 def _state(status: str | None, moment: datetime, now: datetime) -> schemas.InstantState:

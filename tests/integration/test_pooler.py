@@ -8,7 +8,6 @@ DATABASE_POOLER=transaction, as docs/operations.md says it must.
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from tests.integration.faults import (
     write_jobs,
 )
 from tests.integration.helpers import register_before_latest, rows, worker_for
-from tests.integration.test_race import PROCESSES, _claimer
+from tests.integration.test_race import race
 
 ROUNDS = 10
 
@@ -68,25 +67,7 @@ def pooled(pooler: pgbouncer.Pooler) -> Iterator[Database]:
 
 def test_exactly_one_process_wins_each_instant_through_the_pooler(database, pooler):
     ensure_jobs(database, ["contested"])
-    context = multiprocessing.get_context("spawn")
-    barrier, results = context.Barrier(PROCESSES), context.Queue()
-    processes = [
-        context.Process(
-            target=_claimer,
-            args=(pooler.url, barrier, results, True),
-            kwargs={"rounds": ROUNDS, "pooler": pooler.mode},
-        )
-        for _ in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=60) for _ in range(PROCESSES * ROUNDS)]
-    for process in processes:
-        process.join(timeout=30)
-        assert process.exitcode == 0
-    for round_no in range(ROUNDS):
-        winners = [kind for r, kind in outcomes if r == round_no and kind == "claim"]
-        assert len(winners) == 1, f"round {round_no}: {len(winners)} winners"
+    race(pooler.url, wait_for_lock=True, rounds=ROUNDS, pooler=pooler.mode)
     assert invariants(database) == {"duplicate_success": 0, "running": 0, "overlapping": 0}
     assert scalar(database, "SELECT count(*) FROM job_execution WHERE status = 'SUCCESS'") == ROUNDS
 

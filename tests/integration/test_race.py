@@ -46,25 +46,34 @@ def _claimer(
         database.dispose()
 
 
-@pytest.mark.parametrize("wait_for_lock", [False, True], ids=["skip-locked", "wait"])
-def test_exactly_one_process_wins_each_instant(database, db_url, wait_for_lock):
-    ensure_jobs(database, ["contested"])
+def race(url: str, *, wait_for_lock: bool, rounds: int = ROUNDS, pooler: str = "none") -> None:
+    """PROCESSES claimers released together for each of `rounds` instants of "contested":
+    every process exits cleanly, and exactly one wins each round."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(PROCESSES), context.Queue()
     processes = [
-        context.Process(target=_claimer, args=(db_url, barrier, results, wait_for_lock))
+        context.Process(
+            target=_claimer,
+            args=(url, barrier, results, wait_for_lock),
+            kwargs={"rounds": rounds, "pooler": pooler},
+        )
         for _ in range(PROCESSES)
     ]
     for process in processes:
         process.start()
-    outcomes = [results.get(timeout=60) for _ in range(PROCESSES * ROUNDS)]
+    outcomes = [results.get(timeout=60) for _ in range(PROCESSES * rounds)]
     for process in processes:
         process.join(timeout=30)
         assert process.exitcode == 0
-
-    for round_no in range(ROUNDS):
+    for round_no in range(rounds):
         winners = [kind for r, kind in outcomes if r == round_no and kind == "claim"]
         assert len(winners) == 1, f"round {round_no}: {len(winners)} winners"
+
+
+@pytest.mark.parametrize("wait_for_lock", [False, True], ids=["skip-locked", "wait"])
+def test_exactly_one_process_wins_each_instant(database, db_url, wait_for_lock):
+    ensure_jobs(database, ["contested"])
+    race(db_url, wait_for_lock=wait_for_lock)
 
     with database.transaction() as session:
         per_instant = session.execute(
